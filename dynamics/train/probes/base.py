@@ -1,0 +1,74 @@
+"""The probe interface: "every N steps, compute f(state, data) -> metrics".
+
+A probe is built from its config entry (``config.probes.<name> = dict(every=N, ...)``) by the
+``PROBES`` registry and called by the training loop on the host between jitted steps. Probes keep
+their jitted functions on ``self`` and may carry a state (for example the eigenvectors that warm
+start the next Lanczos run); that state is a pytree of arrays saved in every checkpoint, so a
+resumed run computes exactly the metrics an uninterrupted one would.
+
+Metric names are flat strings. A metric ``X`` logged together with ``X_threshold`` is plotted
+against that threshold (e.g. ``sharpness`` and ``sharpness_threshold`` = 2/lr for GD).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ml_collections
+
+from dynamics.registry import Registry
+
+Batch = Mapping[str, Any]  # {"x": inputs, "y": targets}, arrays with a leading example axis.
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeContext:
+    """What a probe may read; built once per run by the training loop.
+
+    Attributes:
+      loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the batch (pure, jittable).
+      apply_fn: ``apply_fn(params, x) -> outputs`` the model's forward pass.
+      per_example_loss: ``per_example_loss(outputs, y) -> [batch]`` the configured loss.
+      train: the whole training set as a batch (device arrays, sharded on the ``data`` axis).
+      test: the whole test set as a batch, or None.
+      num_classes: classes of a classification task, None for regression.
+      learning_rate: the schedule, ``learning_rate(step) -> lr``.
+      tx: the optimizer, an ``optax.GradientTransformationExtraArgs``.
+      mesh: the device mesh with axes ``("data", "model")``.
+      config: the whole run config.
+    """
+
+    loss_fn: Callable[..., Any]
+    apply_fn: Callable[..., Any]
+    per_example_loss: Callable[..., Any]
+    train: Batch
+    test: Batch | None
+    num_classes: int | None
+    learning_rate: Callable[[Any], Any]
+    tx: Any
+    mesh: Any
+    config: ml_collections.ConfigDict
+
+
+class Probe:
+    """Base class: subclasses implement ``__call__`` and, when they carry state, ``init``."""
+
+    def __init__(self, every: int):
+        if every <= 0:
+            raise ValueError(f"probe every must be a positive number of steps, got {every}")
+        self.every = every
+
+    def init(self, ctx: ProbeContext, params: Any) -> Any:
+        """Returns the probe's initial state (a pytree of arrays; ``{}`` when stateless)."""
+        del ctx, params
+        return {}
+
+    def __call__(
+        self, ctx: ProbeContext, step: int, params: Any, opt_state: Any, probe_state: Any
+    ) -> tuple[dict[str, float], Any]:
+        raise NotImplementedError
+
+
+PROBES: Registry = Registry("probe")
