@@ -1,0 +1,281 @@
+"""Sharpness-aware gradients: SAM, ASAM, finite-difference gradient regularization, flooding.
+
+One transform covers the family. With ``g`` the incoming update (the loss gradient at ``w``, or
+what an earlier filter made of it) it returns
+
+    g_out = s * [(1 - alpha) g + alpha grad L(w + rho d)]
+
+with the ascent direction
+
+    d = T^2 g / (||T g|| + eps)    (normalized, the default)
+    d = T^2 g                      (unnormalized, ``normalize=False``)
+
+where ``T = 1`` (SAM) or ``T = |w| + eta`` element-wise (ASAM, ``adaptive=True``), the norm is
+taken over the whole parameter tree, and ``s = sign(L(w) - b)`` under flooding at level ``b``
+(``s = 1`` otherwise).
+
+* SAM (Foret et al. 2021): ``alpha = 1``, ``d = g / ||g||``; rho 0.05-0.1.
+* ASAM (Kwon et al. 2021): ``alpha = 1``, ``T = |w| + eta``; rho 0.5, eta 0.01 in the reference.
+  The paper's ``T_w`` scales every parameter (``adaptive_mask=None``, the default); the reference
+  code scales only tensors named ``weight`` and leaves biases at ``T = 1``, which
+  ``adaptive_mask="matrices"`` reproduces for models whose only vectors are biases.
+* Finite-difference gradient regularization (Karakida et al. 2023): the gradient of
+  ``L + lambda ||grad L||`` is ``g + lambda H g / ||g||``; the forward difference of ``grad L``
+  along ``d = g / ||g||`` with step ``r`` turns it into the formula above with ``alpha =
+  lambda / r``. With ``normalize=False`` the same holds for ``L + (lambda / 2) ||grad L||^2`` (the
+  paper's form), and ``alpha = 1`` is unnormalized SAM.
+* Unnormalized SAM ("SAM operates far from home", Agarwala & Dauphin 2023): on a quadratic with
+  Hessian eigenvalue ``lambda``, SAM + GD multiplies that eigen-component by ``1 - lr lambda (1 +
+  rho lambda)``, so it is linearly stable up to ``lr lambda (1 + rho lambda) = 2``.
+* Flooding (Ishida et al. 2020): the gradient of ``|L - b| + b`` is ``sign(L - b) grad L``; below
+  the flood level the step ascends. It needs the current loss as the extra argument ``loss=``.
+
+The perturbed gradient comes from the keyword extra argument ``grad_fn(params) -> grads`` (the
+gradient of the current batch's loss), so the transform is a
+:class:`optax.GradientTransformationExtraArgs` that chains before any base optimizer. It costs one
+extra gradient per step (none when ``alpha = 0``), keeps no state and no copy of the parameters.
+
+Example:
+  >>> import jax, jax.numpy as jnp, optax
+  >>> loss = lambda w: 0.5 * jnp.sum(jnp.array([1.0, 10.0]) * w**2)
+  >>> tx = sam(learning_rate=0.1, rho=0.05, base="momentum")
+  >>> w = jnp.array([1.0, 1.0])
+  >>> state = tx.init(w)
+  >>> updates, state = tx.update(jax.grad(loss)(w), state, w, grad_fn=jax.grad(loss))
+  >>> w = optax.apply_updates(w, updates)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dynamics.optim.registry import FILTERS, OPTIMIZERS
+from dynamics.registry import ConfigError
+
+_NO_PARAMS = "sharpness-aware rules need the parameters: call update(grads, state, params, ...)"
+
+AdaptiveMask = None | str | Any | Callable[[optax.Params], Any]
+
+
+def _resolve_mask(adaptive_mask: AdaptiveMask, params: optax.Params):
+    """Returns a tree of Python bools: True where ASAM scales by ``|w| + eta``."""
+    if adaptive_mask is None:
+        return jax.tree.map(lambda _: True, params)
+    if isinstance(adaptive_mask, str):
+        if adaptive_mask != "matrices":
+            raise ValueError(
+                f"adaptive_mask: None, 'matrices', a tree or a callable, not {adaptive_mask!r}"
+            )
+        return jax.tree.map(lambda w: w.ndim > 1, params)
+    return adaptive_mask(params) if callable(adaptive_mask) else adaptive_mask
+
+
+def scale_by_sharpness_aware(
+    rho: float = 0.05,
+    alpha: float = 1.0,
+    *,
+    normalize: bool = True,
+    adaptive: bool = False,
+    eta: float = 0.01,
+    adaptive_mask: AdaptiveMask = None,
+    flood_level: float | None = None,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
+    """Replaces ``g`` by ``s [(1 - alpha) g + alpha grad L(w + rho d(w, g))]`` (see the module).
+
+    Args:
+      rho: perturbation radius (the finite-difference step ``r`` for gradient regularization).
+      alpha: weight of the perturbed gradient: 1 for SAM/ASAM, ``lambda / r`` for gradient-norm
+        regularization, 0 to skip the perturbation (flooding alone).
+      normalize: divide the direction by ``||T g|| + eps`` (SAM); False gives ``d = T^2 g``.
+      adaptive: ASAM's ``T = |w| + eta``; False gives ``T = 1``.
+      eta: ASAM's offset, which keeps zero weights perturbable.
+      adaptive_mask: which leaves ASAM scales (the others keep ``T = 1``): None for all,
+        ``"matrices"`` for leaves with ``ndim > 1``, a tree of bools, or a callable
+        ``params -> tree of bools``.
+      flood_level: flooding level ``b``; then ``update`` needs ``loss=`` (the loss at ``params``).
+      eps: added to the norm, so a zero gradient gives a zero perturbation, not NaN.
+
+    Returns:
+      A stateless :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes
+      ``grad_fn=`` (required unless ``alpha == 0``) and ``loss=`` (required with flooding).
+    """
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None, *, grad_fn=None, loss=None, **extra_args):
+        del extra_args
+        if flood_level is not None and loss is None:
+            raise ValueError("flooding needs the current loss: call update(..., loss=L(params))")
+        out = updates
+        if alpha != 0:
+            if grad_fn is None:
+                raise ValueError(
+                    "sharpness-aware rules need the extra argument grad_fn(params) -> grads: "
+                    "call update(grads, state, params, grad_fn=...)"
+                )
+            if params is None:
+                raise ValueError(_NO_PARAMS)
+            tg, direction = updates, updates
+            if adaptive:
+                mask = _resolve_mask(adaptive_mask, params)
+
+                def by_t(u, w, m):
+                    return u * (jnp.abs(w) + eta).astype(u.dtype) if m else u
+
+                tg = jax.tree.map(by_t, updates, params, mask)
+                direction = jax.tree.map(by_t, tg, params, mask)
+            factor = rho / (optax.tree.norm(tg) + eps) if normalize else rho
+            perturbed = jax.tree.map(
+                lambda w, d: w + (factor * d).astype(w.dtype), params, direction
+            )
+            adversarial = grad_fn(perturbed)
+            if alpha == 1:
+                out = adversarial
+            else:
+                out = jax.tree.map(lambda g, ga: (1 - alpha) * g + alpha * ga, updates, adversarial)
+        if flood_level is not None:
+            sign = jnp.where(loss < flood_level, -1.0, 1.0)
+            out = jax.tree.map(lambda u: sign.astype(u.dtype) * u, out)
+        return out, state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@FILTERS.register("sam")
+def scale_by_sam(
+    rho: float = 0.05,
+    normalize: bool = True,
+    flood_level: float | None = None,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
+    """SAM's gradient ``grad L(w + rho g / ||g||)`` (``normalize=False``: ``w + rho g``)."""
+    return scale_by_sharpness_aware(rho, 1.0, normalize=normalize, flood_level=flood_level, eps=eps)
+
+
+@FILTERS.register("asam")
+def scale_by_asam(
+    rho: float = 0.5,
+    eta: float = 0.01,
+    normalize: bool = True,
+    adaptive_mask: AdaptiveMask = None,
+    flood_level: float | None = None,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
+    """ASAM's gradient ``grad L(w + rho T^2 g / ||T g||)`` with ``T = |w| + eta``."""
+    return scale_by_sharpness_aware(
+        rho,
+        1.0,
+        normalize=normalize,
+        adaptive=True,
+        eta=eta,
+        adaptive_mask=adaptive_mask,
+        flood_level=flood_level,
+        eps=eps,
+    )
+
+
+@FILTERS.register("gradient_norm_regularization")
+def scale_by_gradient_norm_regularization(
+    strength: float = 0.01,
+    radius: float = 0.05,
+    normalize: bool = True,
+    flood_level: float | None = None,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
+    """Forward-difference gradient of ``L + strength ||grad L||`` (Karakida et al. 2023).
+
+    ``(1 - a) g + a grad L(w + radius g / ||g||)`` with ``a = strength / radius``; with
+    ``normalize=False`` the penalty is ``(strength / 2) ||grad L||^2`` and the step ``radius g``.
+    """
+    if radius <= 0:
+        raise ConfigError(f"gradient_norm_regularization needs radius > 0, got {radius}")
+    return scale_by_sharpness_aware(
+        radius, strength / radius, normalize=normalize, flood_level=flood_level, eps=eps
+    )
+
+
+FILTERS.register("sharpness_aware", scale_by_sharpness_aware)
+
+
+def _on_base(
+    transform: optax.GradientTransformationExtraArgs,
+    learning_rate,
+    base: str | Mapping[str, Any],
+) -> optax.GradientTransformationExtraArgs:
+    """Chains ``transform`` before the registered optimizer ``base`` (a name or ``{name, ...}``)."""
+    if isinstance(base, str):
+        name, kwargs = base, {}
+    else:
+        kwargs = dict(base)
+        if "name" not in kwargs:
+            raise ConfigError(f"optimizer.base needs a name; valid choices: {OPTIMIZERS.names()}")
+        name = kwargs.pop("name")
+    if "learning_rate" in kwargs:
+        raise ConfigError("optimizer.base.learning_rate: set optimizer.learning_rate instead")
+    base_tx = OPTIMIZERS.build(name, {"learning_rate": learning_rate, **kwargs}, "optimizer.base")
+    return optax.chain(transform, base_tx)
+
+
+@OPTIMIZERS.register("sam")
+def sam(
+    learning_rate,
+    rho: float = 0.05,
+    base: str | Mapping[str, Any] = "sgd",
+    normalize: bool = True,
+    flood_level: float | None = None,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
+    """SAM (Foret et al. 2021) before a base optimizer: ``base`` steps with ``grad L(w + e)``.
+
+    Args:
+      learning_rate: the base optimizer's learning rate (float or schedule).
+      rho: perturbation radius.
+      base: a registered optimizer name, or a mapping ``{"name": ..., **its kwargs}`` (in a config,
+        ``optimizer.base.name`` and ``optimizer.base.<kwarg>``); weight decay belongs there.
+      normalize: False gives unnormalized SAM, ``e = rho g``.
+      flood_level: optional flooding level (``update`` then needs ``loss=``).
+      eps: added to ``||g||``.
+    """
+    return _on_base(scale_by_sam(rho, normalize, flood_level, eps), learning_rate, base)
+
+
+@OPTIMIZERS.register("asam")
+def asam(
+    learning_rate,
+    rho: float = 0.5,
+    eta: float = 0.01,
+    base: str | Mapping[str, Any] = "sgd",
+    normalize: bool = True,
+    adaptive_mask: AdaptiveMask = None,
+    flood_level: float | None = None,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
+    """ASAM (Kwon et al. 2021) before a base optimizer: :func:`scale_by_asam`, :func:`sam`."""
+    tx = scale_by_asam(rho, eta, normalize, adaptive_mask, flood_level, eps)
+    return _on_base(tx, learning_rate, base)
+
+
+@OPTIMIZERS.register("gradient_norm_regularization")
+def gradient_norm_regularization(
+    learning_rate,
+    strength: float = 0.01,
+    radius: float = 0.05,
+    base: str | Mapping[str, Any] = "sgd",
+    normalize: bool = True,
+    flood_level: float | None = None,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
+    """Finite-difference gradient-norm regularization before a base optimizer.
+
+    See :func:`scale_by_gradient_norm_regularization` and :func:`sam`.
+    """
+    tx = scale_by_gradient_norm_regularization(strength, radius, normalize, flood_level, eps)
+    return _on_base(tx, learning_rate, base)
