@@ -1,0 +1,88 @@
+"""Models as pairs of pure functions over a plain parameter pytree.
+
+Every constructor is registered in ``MODELS`` as ``fn(spec: DataSpec, **kwargs) -> Model``:
+
+* ``mlp``: fully connected network (widths, activation, bias on/off, Flax or PyTorch init).
+* ``cnn``: convolutional network on NHWC images.
+* ``transformer``: decoder-only transformer over token sequences, output at the last position.
+* ``scalar_network``: ``f(x) = x * prod_i w_i`` (Kreisler et al. 2023).
+* ``quadratic``: second-order regression model, quadratic in the parameters (Agarwala et al. 2023).
+
+Flax linen modules are used inside; outside, ``init(rng, x) -> params`` returns the plain dict
+under ``"params"`` and ``apply(params, x) -> [batch, num_outputs]`` is pure. Parameters keep Flax's
+names (``kernel``, ``bias``, ``embedding``, ``scale``) so matrix-aware code can tell weight
+matrices (``kernel``, Flax layout ``(in, out)``) from vectors.
+
+Example:
+  >>> from dynamics.data import DataSpec
+  >>> model = build_model({"name": "mlp", "widths": (16,)}, DataSpec((8,), "float32", 3))
+  >>> params = model.init(jax.random.key(0), jnp.zeros((2, 8)))
+  >>> model.apply(params, jnp.ones((5, 8))).shape
+  (5, 3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+
+from dynamics.registry import ConfigError, Registry, check_kwargs
+
+
+class Model(NamedTuple):
+    """``init(rng, x) -> params`` and pure ``apply(params, x) -> outputs [batch, num_outputs]``."""
+
+    init: Callable[[jax.Array, jax.Array], Any]
+    apply: Callable[[Any, jax.Array], jax.Array]
+
+
+MODELS: Registry = Registry("model")
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": nn.tanh,
+    "relu": nn.relu,
+    # Exact (erf) GELU, as torch.nn.GELU(); "gelu_tanh" is the tanh approximation.
+    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: nn.gelu(x, approximate=True),
+    "silu": nn.silu,
+    "elu": nn.elu,
+    "sigmoid": nn.sigmoid,
+    "softplus": nn.softplus,
+    "linear": lambda x: x,
+}
+
+
+def get_activation(name: str, where: str = "model.activation") -> Callable[[jax.Array], jax.Array]:
+    """Looks up an activation by name, raising ConfigError with the choices."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown {where} {name!r}; valid choices: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def from_linen(module: nn.Module) -> Model:
+    """Wraps a linen module so callers never see the ``{"params": ...}`` collection."""
+
+    def init(rng, x):
+        return module.init(rng, x)["params"]
+
+    def apply(params, x):
+        return module.apply({"params": params}, x)
+
+    return Model(init, apply)
+
+
+def build_model(model_cfg: Mapping[str, Any], spec) -> Model:
+    """Builds ``MODELS[model_cfg["name"]](spec, **rest)`` from a ``model`` config section."""
+    if "name" not in model_cfg:
+        raise ConfigError(f"missing field model.name; valid choices: {', '.join(MODELS.names())}")
+    fn = MODELS.get(model_cfg["name"], where="model")
+    kwargs = {k: v for k, v in model_cfg.items() if k != "name"}
+    check_kwargs(fn, kwargs, "model")
+    return fn(spec, **kwargs)
+
+
+# The modules register themselves in MODELS, so they are imported after it exists.
+from dynamics.models import cnn, mlp, quadratic, scalar, transformer  # noqa: E402, F401
