@@ -1,0 +1,149 @@
+"""From a config file to runner command lines: load the sweep, check it, build each run's argv.
+
+A config file ``configs/NAME.py`` defines ``get_config(arg)`` and may define ``get_sweep(arg)``
+returning the runs as override dicts (see :mod:`dynamics.sweep.grid`); without it the sweep is
+the one run ``base``. Every run is ``python -m experiments.run --config=FILE[:arg]
+--workdir=SWEEP_DIR/NAME [--resume|--overwrite] [shared overrides] [run overrides]``, launched from
+the directory the sweep was started in, with its output appended to ``SWEEP_DIR/logs/NAME.log``.
+
+Before anything is launched, every run's overrides are applied to a copy of the config and
+checked with :func:`dynamics.train.config.validate`, so a misspelled field or optimizer fails the
+sweep in one line instead of failing N jobs on a cluster. Device counts are checked by each run on
+its own devices (the machine that submits may have none).
+
+Example:
+  >>> config, runs = load_sweep("configs/classification.py")  # doctest: +SKIP
+  >>> check_runs(config, runs, shared=["--config.num_steps=10"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dynamics.registry import ConfigError
+from dynamics.sweep.manifest import RUNNER_FLAGS, Manifest, Run
+
+
+def absolute_config(spec: str, cwd: str | os.PathLike = ".") -> str:
+    """``FILE[:arg]`` with FILE made absolute, so runs started elsewhere find it."""
+    path, sep, arg = spec.partition(":")
+    return str(Path(cwd, path).resolve()) + sep + arg
+
+
+def _load_module(path: str):
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"_sweep_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_sweep(spec: str):
+    """``(get_config(arg), get_sweep(arg))`` of the config file ``FILE[:arg]``."""
+    path, sep, arg = spec.partition(":")
+    module = _load_module(path)
+    args = (arg,) if sep else ()
+    config = module.get_config(*args)
+    runs = module.get_sweep(*args) if hasattr(module, "get_sweep") else [{}]
+    if not runs:
+        raise ConfigError(f"get_sweep of {spec} returned no runs")
+    return config, [dict(r) for r in runs]
+
+
+def _set(config, key: str, value: Any, where: str) -> None:
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        if part not in node:
+            raise ConfigError(f"{where} sets {key}, but the config has no field {part}")
+        node = node[part]
+    if leaf not in node:
+        raise ConfigError(f"{where} sets {key}, but the config has no field {key}")
+    try:
+        node[leaf] = value
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where} sets {key} = {value!r}: {e}") from None
+
+
+def shared_keys(shared: Sequence[str]) -> list[str]:
+    """The dotted fields of ``--config.a.b=value`` arguments."""
+    keys = []
+    for arg in shared:
+        if not arg.startswith("--config.") or "=" not in arg:
+            raise ConfigError(f"override {arg!r} is not of the form --config.FIELD=VALUE")
+        keys.append(arg[len("--config.") :].partition("=")[0])
+    return keys
+
+
+def check_runs(config, runs: Sequence[Mapping[str, Any]], shared: Sequence[str] = ()) -> None:
+    """Raises ConfigError if a run's overrides do not apply to ``config`` or fail validation.
+
+    ``shared`` are ``--config.FIELD=VALUE`` arguments for every run; their fields must exist and
+    must not be swept (the sweep's value would silently win).
+    """
+    from dynamics.train.config import validate
+
+    for key in shared_keys(shared):
+        _get(config, key)
+        if any(key in run for run in runs):
+            raise ConfigError(f"--config.{key} is also set by the sweep; drop one of them")
+    for i, run in enumerate(runs):
+        c = copy.deepcopy(config)
+        for key, value in run.items():
+            _set(c, key, value, f"sweep run {i}")
+        try:
+            validate(c, num_devices=c.mesh.data * c.mesh.model)
+        except ConfigError as e:
+            raise ConfigError(f"sweep run {i} {dict(run)}: {e}") from None
+
+
+def _get(config, key: str):
+    for part in key.split("."):
+        if part not in config:
+            raise ConfigError(f"override --config.{key}: the config has no field {part}")
+        config = config[part]
+    return config
+
+
+def runner_argv(manifest: Manifest, run: Run, action: str) -> list[str]:
+    """The command line that starts (or resumes, or retries) ``run``."""
+    from dynamics.sweep.naming import format_value
+
+    return [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        f"--config={manifest.config}",
+        f"--workdir={run.workdir}",
+        *RUNNER_FLAGS[action],
+        *manifest.overrides,
+        *(f"--config.{k}={format_value(v)}" for k, v in run.overrides.items()),
+    ]
+
+
+def popen(argv: Sequence[str], cwd: str, log: str | os.PathLike) -> subprocess.Popen:
+    """Starts ``argv`` in ``cwd`` with stdout and stderr appended to ``log``."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        f.write(("$ " + " ".join(argv) + "\n").encode())
+        f.flush()
+        return subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+
+
+def execute(argv: Sequence[str], cwd: str, log: str) -> int:
+    """Runs ``argv`` to the end and returns its exit code (what a Slurm task runs).
+
+    In a job with several tasks every task runs the runner (one JAX process each); each task
+    appends to its own log.
+    """
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        log = f"{log}.{os.environ.get('SLURM_PROCID', '0')}"
+    return popen(argv, cwd, log).wait()

@@ -1,0 +1,119 @@
+"""The sweep manifest ``SWEEP_DIR/sweep.json`` and what a re-run does with each run.
+
+The manifest records how the sweep was launched (config, overrides shared by every run, working
+directory) and one entry per run: its overrides, workdir, status, scheduler job id, the runner's
+exit code and the run's ``summary.json``. It is rewritten atomically after every change, so it is
+never half-written when the sweep is interrupted.
+
+A run's ``summary.json`` is the source of truth for its outcome; the manifest only adds what the
+run cannot know (it never started, it died before writing a summary, its job id). Statuses:
+
+* ``completed`` / ``diverged`` / ``failed``: final, from ``summary.json`` (``failed`` also when the
+  runner exited non-zero without a summary);
+* ``pending``: no workdir yet; ``interrupted``: a workdir without a final summary (killed, timed
+  out, preempted); ``running``: handed to an executor by the sweep now in progress.
+
+What a re-run does (:func:`action`): skip completed and diverged runs, resume interrupted ones from
+their checkpoints, start pending ones, and retry failed ones from scratch only when asked.
+
+Example:
+  >>> m = Manifest(config="configs/c.py", overrides=[], cwd="/repo")
+  >>> m.runs.append(Run(name="seed=0", overrides={"seed": 0}, workdir="/tmp/never/seed=0"))
+  >>> action(refresh(m.runs[0]), retry_failed=False)
+  'start'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+FINAL = ("completed", "diverged", "failed")
+MANIFEST = "sweep.json"
+RUNNER_FLAGS = {"start": [], "resume": ["--resume"], "retry": ["--overwrite"]}
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    overrides: dict[str, Any]
+    workdir: str
+    status: str = "pending"
+    job_id: str | None = None
+    returncode: int | None = None
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Manifest:
+    config: str
+    overrides: list[str]
+    cwd: str
+    runs: list[Run] = dataclasses.field(default_factory=list)
+
+    def run(self, name: str) -> Run | None:
+        return next((r for r in self.runs if r.name == name), None)
+
+
+def load(sweep_dir: str | os.PathLike) -> Manifest | None:
+    """The manifest of ``sweep_dir``, or None if there is none yet."""
+    path = Path(sweep_dir) / MANIFEST
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    runs = [Run(**r) for r in data.pop("runs")]
+    return Manifest(**data, runs=runs)
+
+
+def save(sweep_dir: str | os.PathLike, manifest: Manifest) -> None:
+    """Writes the manifest atomically (a reader sees the old or the new file, never a torn one)."""
+    path = Path(sweep_dir) / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(manifest), indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_summary(workdir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's ``summary.json``, or None if it is missing or unreadable (being written)."""
+    try:
+        return json.loads((Path(workdir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def refresh(run: Run) -> Run:
+    """Updates ``run.status`` and ``run.summary`` from its workdir; returns ``run``."""
+    summary = read_summary(run.workdir)
+    if summary is not None and summary.get("status") in FINAL:
+        run.status, run.summary = summary["status"], summary
+    elif run.status == "failed":
+        pass  # the runner exited non-zero before writing a summary; only --retry-failed reruns it
+    else:
+        run.status = "interrupted" if Path(run.workdir).exists() else "pending"
+    return run
+
+
+def action(run: Run, retry_failed: bool) -> str:
+    """``skip``, ``start``, ``resume`` or ``retry`` for a refreshed run (keys of RUNNER_FLAGS)."""
+    if run.status in ("completed", "diverged"):
+        return "skip"
+    if run.status == "failed":
+        return "retry" if retry_failed else "skip"
+    return "resume" if run.status == "interrupted" else "start"
+
+
+def finish(run: Run, returncode: int | None) -> Run:
+    """Records the end of a run's process; returns ``run``.
+
+    The status is the summary's if the run wrote one, else ``failed`` for a known exit code, else
+    (the process vanished: killed, timed out, preempted) ``interrupted``, which a re-run resumes.
+    """
+    run.returncode = returncode
+    refresh(run)
+    if run.status not in FINAL and returncode is not None:
+        run.status = "failed"
+    return run
