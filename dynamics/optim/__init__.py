@@ -1,7 +1,30 @@
 """Update rules as optax transforms; importing this package registers them all by name."""
 
+from dynamics.optim.conda import conda, scale_by_conda
+from dynamics.optim.constraints import (
+    spectral_cap,
+    spectral_hammer,
+    spectral_normalize,
+    spectral_weight_decay,
+)
 from dynamics.optim.filters import grokfast_ema, grokfast_ma, orthogonal_gradient
+from dynamics.optim.orthogonal import (
+    adago,
+    adamuon,
+    auon,
+    auon_hybrid,
+    muon,
+    normuon,
+    scale_by_adago,
+    scale_by_adamuon,
+    scale_by_auon,
+    scale_by_muon,
+    scale_by_normuon,
+)
+from dynamics.optim.orthogonalize import newton_schulz, polar_express, svd_polar
+from dynamics.optim.partition import default_labels, matrix_optimizer, with_fallback
 from dynamics.optim.registry import CONSTRAINTS, FILTERS, OPTIMIZERS
+from dynamics.optim.scion import scale_by_scion, scion
 from dynamics.optim.sharpness_aware import (
     asam,
     gradient_norm_regularization,

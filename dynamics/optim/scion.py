@@ -1,0 +1,161 @@
+r"""Scion: steps along the linear minimization oracle (LMO) of a per-layer norm ball.
+
+Reference: Pethick, Xie, Antonakopoulos, Zhu, Silveti-Falls, Cevher (2025), "Training Deep
+Learning Models with Norm-Constrained LMOs", arXiv:2502.07529 (the modular-norm family of
+Bernstein & Newhouse). With the EMA momentum ``d_t = b d_{t-1} + (1 - b) g_t`` (the paper's
+``(1 - alpha) d + alpha g`` with ``alpha = 1 - b``) and ``lmo(d) = argmin_{||x|| <= rho} <d, x>
+= -rho * dir(d)``:
+
+* unconstrained (uSCG): ``p <- p - lr rho dir(d_t)``;
+* constrained (SCG, Frank-Wolfe): ``p <- (1 - lr) p - lr rho dir(d_t)``, which keeps
+  ``||p|| <= rho`` for ``lr`` in [0, 1] once it holds; in optax terms this is
+  ``add_decayed_weights(1.0)`` before the learning rate, which the alias chains.
+
+``dir`` for the norms (``norm=``), on the matrix view ``(B, rows, cols)`` of
+:mod:`dynamics.optim.partition` (rows = fan-in for the Flax ``(in, out)`` layout):
+
+* ``"spectral"``: ``sqrt(fan_out / fan_in) * orth(d)`` (RMS->RMS operator norm; hidden layers);
+* ``"sign"``: ``sign(d)`` (the max-norm ball; the paper's choice for embeddings / 1-hot inputs);
+* ``"column"``: every column scaled to Euclidean norm ``sqrt(rows)`` (unit RMS per column);
+* ``"row"``: every row scaled to Euclidean norm ``sqrt(cols)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dynamics.optim.orthogonal import MuonState, _init_momentum, _split
+from dynamics.optim.orthogonalize import resolve_orthogonalizer
+from dynamics.optim.partition import fan_in_out, matrix_optimizer, to_matrices
+from dynamics.optim.registry import OPTIMIZERS
+
+NORMS = ("spectral", "sign", "column", "row")
+
+
+def _normalize_lines(x, axis, eps=1e-12):
+    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
+    return x * (math.sqrt(x.shape[axis]) / (norm + eps))
+
+
+def scale_by_scion(
+    *,
+    beta: float = 0.9,
+    norm: str = "spectral",
+    radius: float = 1.0,
+    ns_coeffs: Any = "muon",
+    ns_steps: int = 5,
+    orthogonalizer: Any = None,
+    compute_dtype: Any = None,
+    layout: str = "in_out",
+    batch_ndim: int = 0,
+    mu_dtype: Any = None,
+) -> optax.GradientTransformation:
+    r"""Scion's direction ``radius * dir(d_t)`` for the chosen norm (see the module docstring).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_scion(norm="sign")
+      >>> p = {"w": jnp.arange(-4.0, 4.0).reshape(2, 4)}
+      >>> u, _ = tx.update(p, tx.init(p))
+      >>> u["w"][0].tolist()
+      [-1.0, -1.0, -1.0, -1.0]
+    """
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choices: {', '.join(NORMS)}")
+    orth = resolve_orthogonalizer(
+        orthogonalizer, coeffs=ns_coeffs, steps=ns_steps, dtype=compute_dtype
+    )
+
+    def direction(d, shape):
+        if norm == "spectral":
+            fan_in, fan_out = fan_in_out(shape, batch_ndim, layout)
+            return math.sqrt(fan_out / fan_in) * orth(d)
+        if norm == "sign":
+            return jnp.sign(d)
+        d = d.astype(jnp.float32)
+        return _normalize_lines(d, axis=-2 if norm == "column" else -1)
+
+    def init_fn(params):
+        return MuonState(count=jnp.zeros([], jnp.int32), mu=_init_momentum(params, mu_dtype))
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = optax.safe_increment(state.count)
+
+        def leaf(g, m):
+            m = (beta * m + (1 - beta) * g.astype(m.dtype)).astype(m.dtype)
+            d = to_matrices(m.astype(g.dtype), batch_ndim)
+            return (radius * direction(d, g.shape)).reshape(g.shape).astype(g.dtype), m
+
+        new_updates, mu = _split(updates, jax.tree.map(leaf, updates, state.mu), 2)
+        return new_updates, MuonState(count=count, mu=mu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def scion(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    beta: float = 0.9,
+    norm: str = "spectral",
+    radius: float = 1.0,
+    constrained: bool = False,
+    ns_coeffs: Any = "muon",
+    ns_steps: int = 5,
+    orthogonalizer: Any = None,
+    compute_dtype: Any = None,
+    layout: str = "in_out",
+    batch_ndim: int = 0,
+    mu_dtype: Any = None,
+    weight_decay: float = 0.0,
+    labels: Any = None,
+    adam_learning_rate: optax.ScalarOrSchedule | None = None,
+    adam_b1: float = 0.9,
+    adam_b2: float = 0.999,
+    adam_eps: float = 1e-8,
+    adam_weight_decay: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+    """Scion on matrices (uSCG, or Frank-Wolfe SCG with ``constrained=True``), AdamW on the rest.
+
+    ``constrained=True`` uses ``weight_decay = 1`` (``p <- (1 - lr) p - lr radius dir``); then
+    ``weight_decay`` must be left at 0 and the learning rate should lie in [0, 1].
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scion(0.05, constrained=True)
+      >>> p = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
+      >>> _ = tx.update(p, tx.init(p), p)
+    """
+    if constrained and weight_decay:
+        raise ValueError("scion(constrained=True) already decays by 1; leave weight_decay at 0")
+    return matrix_optimizer(
+        scale_by_scion(
+            beta=beta,
+            norm=norm,
+            radius=radius,
+            ns_coeffs=ns_coeffs,
+            ns_steps=ns_steps,
+            orthogonalizer=orthogonalizer,
+            compute_dtype=compute_dtype,
+            layout=layout,
+            batch_ndim=batch_ndim,
+            mu_dtype=mu_dtype,
+        ),
+        learning_rate,
+        weight_decay=1.0 if constrained else weight_decay,
+        labels=labels,
+        batch_ndim=batch_ndim,
+        adam_learning_rate=adam_learning_rate,
+        adam_b1=adam_b1,
+        adam_b2=adam_b2,
+        adam_eps=adam_eps,
+        adam_weight_decay=adam_weight_decay,
+    )
+
+
+OPTIMIZERS.register("scion", scion)
