@@ -1,0 +1,96 @@
+"""Matrix-free curvature of a loss on parameter pytrees, all jit-compatible.
+
+Products (``hvp``, ``gnvp``), dataset-level operators accumulated over microbatches, Lanczos with
+full reorthogonalization (``lanczos``, ``eigsh``, ``top_eigenpairs``), ``power_iteration``,
+stochastic Lanczos quadrature (``spectral_density``), trace estimators (``hessian_trace``:
+Hutchinson, Hutch++), preconditioned sharpness with preconditioners read from optax states,
+stability thresholds, the stability of a whole optimizer step (``step_stability``) and
+subspace diagnostics. ``loss_fn(params, batch) -> scalar``; the data is always an argument.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from dynamics import curvature
+  >>> loss = lambda w, b: 0.5 * jnp.mean((b["x"] @ w - b["y"]) ** 2)
+  >>> data = {"x": jnp.diag(jnp.array([3.0, 2.0, 1.0])), "y": jnp.zeros(3)}
+  >>> curvature.top_eigenpairs(loss, jnp.zeros(3), data, k=1, num_iters=3,
+  ...                          key=jax.random.key(0)).eigenvalues
+  Array([3.], dtype=float32)
+"""
+
+from dynamics.curvature import tree
+from dynamics.curvature.density import SpectralDensity, lanczos_quadrature, slq, spectral_density
+from dynamics.curvature.hvp import gnvp, hvp
+from dynamics.curvature.lanczos import (
+    Eigenpairs,
+    LanczosResult,
+    eigsh,
+    lanczos,
+    top_eigenpairs,
+    tridiagonal,
+)
+from dynamics.curvature.operators import (
+    dataset_gauss_newton_operator,
+    dataset_loss_and_grad,
+    dataset_operator,
+    microbatch_mean,
+)
+from dynamics.curvature.power import PowerResult, power_iteration
+from dynamics.curvature.preconditioned import (
+    adam_preconditioner,
+    find_state,
+    preconditioned_operator,
+    preconditioned_sharpness,
+    rmsprop_preconditioner,
+)
+from dynamics.curvature.stability import StepStability, arnoldi, optax_step, step_stability
+from dynamics.curvature.subspace import subspace_fraction, subspace_overlap
+from dynamics.curvature.thresholds import (
+    adam_threshold,
+    gd_threshold,
+    momentum_threshold,
+    nesterov_threshold,
+    unnormalized_sam_threshold,
+)
+from dynamics.curvature.trace import TraceEstimate, hessian_trace, hutch_plus_plus, hutchinson
+
+__all__ = [
+    "Eigenpairs",
+    "LanczosResult",
+    "PowerResult",
+    "SpectralDensity",
+    "StepStability",
+    "TraceEstimate",
+    "adam_preconditioner",
+    "adam_threshold",
+    "arnoldi",
+    "dataset_gauss_newton_operator",
+    "dataset_loss_and_grad",
+    "dataset_operator",
+    "eigsh",
+    "find_state",
+    "gd_threshold",
+    "gnvp",
+    "hessian_trace",
+    "hutch_plus_plus",
+    "hutchinson",
+    "hvp",
+    "lanczos",
+    "lanczos_quadrature",
+    "microbatch_mean",
+    "momentum_threshold",
+    "nesterov_threshold",
+    "optax_step",
+    "power_iteration",
+    "preconditioned_operator",
+    "preconditioned_sharpness",
+    "rmsprop_preconditioner",
+    "slq",
+    "spectral_density",
+    "step_stability",
+    "subspace_fraction",
+    "subspace_overlap",
+    "top_eigenpairs",
+    "tree",
+    "tridiagonal",
+    "unnormalized_sam_threshold",
+]

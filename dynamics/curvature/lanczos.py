@@ -1,0 +1,241 @@
+"""Lanczos with full reorthogonalization on pytrees, and the top eigenpairs of a Hessian.
+
+Lanczos (1950) builds an orthonormal basis Q_m of the Krylov space span{v0, A v0, ..., A^{m-1} v0}
+of a symmetric operator A together with the tridiagonal T_m = Q_m^T A Q_m (diagonal ``alphas``,
+off-diagonal ``betas``). The eigenvalues of T_m (Ritz values) converge to the extreme eigenvalues of
+A, first the best separated ones; the Ritz vectors Q_m s approximate the eigenvectors. In floating
+point the three-term recurrence loses orthogonality as soon as a Ritz value converges (Paige 1971)
+and produces spurious copies of it; here each new vector is orthogonalized against the whole basis
+twice (classical Gram-Schmidt, "twice is enough"), which costs O(m n) per step, negligible next to
+an HVP, and keeps clustered top eigenvalues accurate.
+
+The loop is one ``lax.scan`` (an unrolled 30-step Python loop took 51 s to compile, the scan about
+4 s) over pytree vectors: the basis is a pytree with a leading axis of size m on every leaf, so
+sharded parameters give sharded Krylov vectors and nothing is raveled.
+
+If the Krylov space is exhausted (beta = 0: v0 lies in an invariant subspace, e.g. a warm start
+made of exact eigenvectors), the iteration restarts from a random vector orthogonal to the basis
+and records beta = 0, so T_m stays block tridiagonal and every later Ritz value is still valid.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> a = jnp.diag(jnp.arange(1.0, 11.0))
+  >>> pairs = eigsh(lambda v: a @ v, jnp.ones(10), k=2, num_iters=10, key=jax.random.key(0))
+  >>> jnp.round(pairs.eigenvalues, 4)
+  Array([10.,  9.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from dynamics.curvature import tree
+from dynamics.curvature.hvp import hvp
+from dynamics.curvature.operators import microbatch_mean
+
+PyTree = Any
+Matvec = Callable[[PyTree], PyTree]
+
+
+class LanczosResult(NamedTuple):
+    """T = tridiag(betas[:-1], alphas, betas[:-1]) = Q^T A Q.
+
+    Attributes:
+      alphas: ``[m]`` the diagonal of T.
+      betas: ``[m]``; ``betas[j]`` couples basis vectors j and j + 1; ``betas[m - 1]`` is the norm
+        of the residual after the last step (|betas[m-1] s_{m,i}| is the residual of Ritz pair i).
+      basis: the orthonormal Krylov basis, a pytree with leading axis ``m`` on every leaf.
+      alive: ``[m]`` False for the zero rows left when m exceeds the dimension of the space.
+    """
+
+    alphas: jax.Array
+    betas: jax.Array
+    basis: PyTree
+    alive: jax.Array
+
+
+class Eigenpairs(NamedTuple):
+    """Ritz pairs and their true residuals.
+
+    Attributes:
+      eigenvalues: ``[k]``, ordered as requested (largest first for ``which="LA"``).
+      eigenvectors: a pytree with leading axis ``k``: unit vectors, one per eigenvalue.
+      residuals: ``[k]``, ||A v - lambda v|| computed with one extra product per pair.
+    """
+
+    eigenvalues: jax.Array
+    eigenvectors: PyTree
+    residuals: jax.Array
+
+
+def lanczos(matvec: Matvec, v0: PyTree, num_iters: int, key: jax.Array | None = None):
+    """``num_iters`` steps of Lanczos with full reorthogonalization from ``v0``.
+
+    Args:
+      matvec: ``v -> A v`` for a symmetric A, on pytrees shaped like ``v0``.
+      v0: the starting vector (any nonzero norm).
+      num_iters: m, the Krylov dimension (static).
+      key: randomness for restarts after an exact breakdown; ``key(0)`` if None.
+
+    Returns:
+      A :class:`LanczosResult`.
+    """
+    key = jax.random.key(0) if key is None else key
+    q0 = tree.scale(1.0 / tree.norm(v0), v0)
+    basis = tree.basis_set(tree.basis_zeros(v0, num_iters), 0, q0)
+    dtype = jax.tree.leaves(v0)[0].dtype
+    eps = jnp.finfo(dtype).eps
+
+    def restart(basis, i):
+        g = tree.normal_like(jax.random.fold_in(key, i), v0)
+        v = tree.orthogonalize(basis, g)
+        n = tree.norm(v)
+        # When the basis already spans the whole space (m > dimension, toy problems only) nothing
+        # is left: the next vectors are zero and their rows of T decouple with Ritz value 0.
+        exhausted = n <= jnp.sqrt(eps) * tree.norm(g)
+        return tree.scale(jnp.where(exhausted, 0.0, 1.0 / jnp.where(exhausted, 1.0, n)), v)
+
+    def body(carry, i):
+        basis, q_prev, beta_prev, size = carry
+        q = tree.basis_get(basis, i)
+        w = tree.axpy(-beta_prev, q_prev, matvec(q))
+        alpha = tree.vdot(q, w)
+        w = tree.orthogonalize(basis, tree.axpy(-alpha, q, w))
+        beta = tree.norm(w)
+        size = jnp.maximum(size, jnp.maximum(jnp.abs(alpha), beta))
+        breakdown = beta <= 100 * eps * size
+        q_next = jax.lax.cond(
+            breakdown,
+            restart,
+            lambda b, i: tree.scale(1.0 / jnp.where(breakdown, 1.0, beta), w),
+            basis,
+            i,
+        )
+        beta = jnp.where(breakdown, 0.0, beta)
+        # At i = m - 1 the index m is out of bounds and JAX drops the write.
+        basis = tree.basis_set(basis, i + 1, q_next)
+        return (basis, q, beta, size), (alpha, beta, tree.norm(q) > 0.5)
+
+    zero = jnp.zeros((), dtype)
+    init = (basis, tree.zeros_like(v0), zero, zero)
+    (basis, _, _, _), (alphas, betas, alive) = jax.lax.scan(body, init, jnp.arange(num_iters))
+    return LanczosResult(alphas, betas, basis, alive)
+
+
+def tridiagonal(alphas: jax.Array, betas: jax.Array) -> jax.Array:
+    """The dense m x m tridiagonal matrix (``betas[:-1]`` off the diagonal)."""
+    off = betas[:-1]
+    return jnp.diag(alphas) + jnp.diag(off, 1) + jnp.diag(off, -1)
+
+
+def ritz(result: LanczosResult) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Ritz values, the eigenvectors S of T and which Ritz values are genuine.
+
+    A Ritz value is spurious when its eigenvector of T lives on zero rows of the basis.
+    """
+    theta, s = jnp.linalg.eigh(tridiagonal(result.alphas, result.betas))
+    valid = jnp.sum(jnp.where(result.alive[:, None], s**2, 0.0), axis=0) > 0.5
+    return theta, s, valid
+
+
+def _select(theta: jax.Array, valid: jax.Array, k: int, which: str) -> jax.Array:
+    if which == "LA":
+        score = theta
+    elif which == "SA":
+        score = -theta
+    elif which == "LM":
+        score = jnp.abs(theta)
+    else:
+        raise ValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
+    return jnp.argsort(-jnp.where(valid, score, -jnp.inf))[:k]
+
+
+def warm_start(key: jax.Array, like: PyTree, init: PyTree | None, noise: float = 0.1) -> PyTree:
+    """A starting vector: the sum of earlier eigenvectors plus a little Gaussian noise.
+
+    The sum of k orthonormal vectors has an O(1) component along each, so all of them enter the
+    Krylov space at once; the noise (``noise`` times a unit vector) keeps directions the earlier
+    vectors miss (an eigenvalue that overtook them) reachable. Without ``init``: Gaussian.
+    """
+    g = tree.normal_like(key, like)
+    if init is None:
+        return g
+    s = jax.tree.map(lambda x: jnp.sum(x, axis=0), init)
+    s = tree.scale(1.0 / tree.norm(s), s)
+    return tree.axpy(noise / tree.norm(g), g, s)
+
+
+def eigsh(
+    matvec: Matvec,
+    like: PyTree,
+    *,
+    k: int = 1,
+    num_iters: int = 40,
+    key: jax.Array,
+    init: PyTree | None = None,
+    which: str = "LA",
+) -> Eigenpairs:
+    """The k extreme eigenpairs of a symmetric operator by Lanczos, with true residuals.
+
+    Args:
+      matvec: ``v -> A v``.
+      like: a vector with the structure, shapes and dtypes of A's domain (e.g. the parameters).
+      k: how many eigenpairs (static, ``k <= num_iters``).
+      num_iters: Krylov dimension m; the cost is m + k products.
+      key: for the random start and restarts.
+      init: earlier eigenvectors (a pytree with a leading axis) to warm start from.
+      which: ``"LA"`` largest algebraic, ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
+    """
+    if k > num_iters:
+        raise ValueError(f"k = {k} eigenpairs need num_iters >= k, got {num_iters}")
+    start_key, restart_key = jax.random.split(key)
+    result = lanczos(matvec, warm_start(start_key, like, init), num_iters, restart_key)
+    theta, s, valid = ritz(result)
+    idx = _select(theta, valid, k, which)
+    values = theta[idx]
+    vectors = tree.basis_combine(result.basis, s[:, idx])
+
+    def residual(args):
+        lam, v = args
+        return tree.norm(tree.axpy(-lam, v, matvec(v)))
+
+    residuals = jax.lax.map(residual, (values, vectors))
+    return Eigenpairs(values, vectors, residuals)
+
+
+def top_eigenpairs(
+    loss_fn: Callable[..., jax.Array],
+    params: PyTree,
+    *args,
+    k: int = 1,
+    num_iters: int = 40,
+    key: jax.Array,
+    init: PyTree | None = None,
+    which: str = "LA",
+    microbatch_size: int | None = None,
+    precision: str | None = "highest",
+) -> Eigenpairs:
+    """Top-k eigenpairs of the Hessian of ``loss_fn(params, *args)`` with respect to ``params``.
+
+    With ``microbatch_size``, every leaf of ``args`` has a leading example axis and ``loss_fn`` is a
+    mean over it: the Hessian of the mean over all examples is accumulated over microbatches.
+    ``precision`` is the matmul precision of every product (``"highest"`` is true fp32 on GPUs,
+    where the default bf16-pass matmuls give 1e-5 to 1e-4 relative error in the top eigenvalue).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> loss = lambda w, b: 0.5 * jnp.mean((b["x"] @ w - b["y"]) ** 2)
+      >>> data = {"x": jnp.diag(jnp.array([3.0, 2.0, 1.0])), "y": jnp.zeros(3)}
+      >>> top_eigenpairs(loss, jnp.zeros(3), data, k=1, num_iters=3, key=jax.random.key(0))[0]
+      Array([3.], dtype=float32)
+    """
+    with jax.default_matmul_precision(precision):
+
+        def matvec(v):
+            return microbatch_mean(lambda b: hvp(loss_fn, params, v, *b), args, microbatch_size)
+
+        return eigsh(matvec, params, k=k, num_iters=num_iters, key=key, init=init, which=which)

@@ -1,0 +1,177 @@
+"""Linear stability of one full optimizer step, in the optimizer's own geometry.
+
+An optimizer step is a map s' = F(s) of the whole training state s = (params, opt_state). Near the
+current point a perturbation evolves as ds' = J ds with J = dF/ds, so the step is locally stable
+when the spectral radius rho(J) <= 1; crossing 1 is the edge of stability of *that* optimizer (GD:
+J = I - lr H, rho = max_i |1 - lr lambda_i|, so rho > 1 iff lambda_max > 2/lr; heavy ball: the
+2x2 companion blocks cross 1 at lambda = (2 + 2b)/lr; Adam, Muon, SOAP with their states alike).
+J is not symmetric, so its largest-magnitude eigenvalues come from Arnoldi iteration (Saad 2011,
+"Numerical methods for large eigenvalue problems", ch. 6) on Jacobian-vector products obtained
+with ``jax.linearize`` through the step (one forward pass, then one tangent pass per product).
+
+Only floating-point leaves of the state are perturbed; integer leaves (step counts) are held
+fixed. The eigenvalues of the small m x m Hessenberg matrix are computed on the host with NumPy
+(``jax.pure_callback``), because the non-symmetric eigensolver is not available on every backend.
+
+Example:
+  >>> import jax, jax.numpy as jnp, optax
+  >>> loss = lambda w, b: 0.5 * jnp.sum(b["h"] * w**2)
+  >>> step = optax_step(loss, optax.sgd(0.5))
+  >>> w = jnp.ones(3); s = optax.sgd(0.5).init(w)
+  >>> r = step_stability(step, w, s, {"h": jnp.array([1.0, 2.0, 5.0])}, k=1, num_iters=3,
+  ...                    key=jax.random.key(0))
+  >>> round(float(r.spectral_radius), 4)  # max |1 - 0.5 lambda| = 1.5
+  1.5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dynamics.curvature import tree
+
+PyTree = Any
+
+
+class StepStability(NamedTuple):
+    """Attributes:
+    eigenvalues: ``[k]`` complex Ritz values of J, largest magnitude first.
+    spectral_radius: |eigenvalues[0]|.
+    residuals: ``[k]`` Arnoldi residual estimates |h_{m+1,m} s_{m,i}| of the Ritz pairs.
+    """
+
+    eigenvalues: jax.Array
+    spectral_radius: jax.Array
+    residuals: jax.Array
+
+
+def optax_step(loss_fn: Callable[..., jax.Array], tx: optax.GradientTransformation):
+    """``step(params, opt_state, batch) -> (params, opt_state)``: one full-batch optax step.
+
+    Transforms with extra-argument support also receive ``grad_fn(params) -> grads`` of the same
+    batch (what the runner passes, and what SAM-type rules need).
+    """
+
+    def step(params, opt_state, batch):
+        grad_fn = lambda p: jax.grad(loss_fn)(p, batch)  # noqa: E731
+        grads = grad_fn(params)
+        if isinstance(tx, optax.GradientTransformationExtraArgs):
+            updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
+        else:
+            updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    return step
+
+
+def arnoldi(matvec: Callable[[PyTree], PyTree], v0: PyTree, num_iters: int, key: jax.Array):
+    """Arnoldi with full (twice) Gram-Schmidt: the (m+1) x m Hessenberg matrix and the basis.
+
+    After an exact breakdown (an invariant subspace) it restarts from a random vector orthogonal
+    to the basis and records a zero subdiagonal entry.
+    """
+    q0 = tree.scale(1.0 / tree.norm(v0), v0)
+    basis = tree.basis_set(tree.basis_zeros(v0, num_iters), 0, q0)
+    dtype = jax.tree.leaves(v0)[0].dtype
+    eps = jnp.finfo(dtype).eps
+
+    def body(carry, i):
+        basis, size = carry
+        w = matvec(tree.basis_get(basis, i))
+        h1 = tree.basis_dot(basis, w)
+        w = tree.sub(w, tree.basis_combine(basis, h1))
+        h2 = tree.basis_dot(basis, w)
+        w = tree.sub(w, tree.basis_combine(basis, h2))
+        h = h1 + h2
+        beta = tree.norm(w)
+        size = jnp.maximum(size, jnp.max(jnp.abs(h)))
+        breakdown = beta <= 100 * eps * size
+
+        def restart():
+            g = tree.normal_like(jax.random.fold_in(key, i), v0)
+            r = tree.orthogonalize(basis, g)
+            n = tree.norm(r)
+            exhausted = n <= jnp.sqrt(eps) * tree.norm(g)  # the basis spans the whole space
+            return tree.scale(jnp.where(exhausted, 0.0, 1.0 / jnp.where(exhausted, 1.0, n)), r)
+
+        q = jax.lax.cond(
+            breakdown, restart, lambda: tree.scale(1.0 / jnp.where(breakdown, 1.0, beta), w)
+        )
+        beta = jnp.where(breakdown, 0.0, beta)
+        basis = tree.basis_set(basis, i + 1, q)
+        return (basis, size), jnp.concatenate([h, beta[None]])
+
+    (basis, _), columns = jax.lax.scan(body, (basis, jnp.zeros((), dtype)), jnp.arange(num_iters))
+    # columns[i] holds <q_j, A q_i> for j < m, then h_{i+1, i}; place the latter below the diagonal.
+    m = num_iters
+    upper = columns[:, :m].T
+    sub = jnp.zeros((m + 1, m), dtype).at[jnp.arange(1, m + 1), jnp.arange(m)].set(columns[:, m])
+    hessenberg = jnp.concatenate([upper, jnp.zeros((1, m), dtype)]) + sub
+    return hessenberg, basis
+
+
+def _eig(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values, vectors = np.linalg.eig(h)
+    cdtype = np.complex128 if h.dtype == np.float64 else np.complex64
+    return values.astype(cdtype), vectors.astype(cdtype)
+
+
+def step_stability(
+    step_fn: Callable[..., tuple[PyTree, PyTree]],
+    params: PyTree,
+    opt_state: PyTree,
+    *args,
+    k: int = 1,
+    num_iters: int = 30,
+    key: jax.Array,
+    precision: str | None = "highest",
+) -> StepStability:
+    """The k largest-magnitude eigenvalues of the Jacobian of one optimizer step.
+
+    Args:
+      step_fn: ``step_fn(params, opt_state, *args) -> (params, opt_state)``, e.g.
+        :func:`optax_step`.
+      params, opt_state: the point at which the step is linearized.
+      *args: passed to ``step_fn`` (the batch).
+      k: how many eigenvalues.
+      num_iters: Arnoldi steps m (k <= m).
+      key: the random start.
+      precision: matmul precision of the products.
+    """
+    if k > num_iters:
+        raise ValueError(f"k = {k} eigenvalues need num_iters >= k, got {num_iters}")
+    leaves, treedef = jax.tree.flatten((params, opt_state))
+    floating = [i for i, x in enumerate(leaves) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+
+    def f(vec):
+        full = list(leaves)
+        for i, x in zip(floating, vec, strict=True):
+            full[i] = x
+        new_params, new_state = step_fn(*treedef.unflatten(full), *args)
+        new_leaves = jax.tree.leaves((new_params, new_state))
+        return [new_leaves[i] for i in floating]
+
+    with jax.default_matmul_precision(precision):
+        _, jvp = jax.linearize(f, [leaves[i] for i in floating])
+        start_key, restart_key = jax.random.split(key)
+        v0 = tree.normal_like(start_key, [leaves[i] for i in floating])
+        hessenberg, _ = arnoldi(jvp, v0, num_iters, restart_key)
+    h = hessenberg[:num_iters]
+    cdtype = jnp.complex128 if h.dtype == jnp.float64 else jnp.complex64
+    values, vectors = jax.pure_callback(
+        _eig,
+        (
+            jax.ShapeDtypeStruct((num_iters,), cdtype),
+            jax.ShapeDtypeStruct((num_iters, num_iters), cdtype),
+        ),
+        h,
+    )
+    idx = jnp.argsort(-jnp.abs(values))[:k]
+    residuals = jnp.abs(hessenberg[num_iters, num_iters - 1] * vectors[num_iters - 1, idx])
+    return StepStability(values[idx], jnp.abs(values[idx[0]]), residuals)
