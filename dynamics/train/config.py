@@ -1,0 +1,231 @@
+"""The one config schema every run shares, and its validation.
+
+Every config file starts from :func:`base_config` and changes what it needs, so command-line
+overrides (``--config.optimizer.learning_rate=0.1``) and sweeps name the same fields everywhere.
+Extra keys under ``data``, ``model``, ``loss``, ``optimizer``, ``optimizer.schedule``,
+``optimizer.filter``, ``optimizer.constraint`` and each probe are keyword arguments of the
+constructor that the ``name`` field picks from its registry (see ``docs/design.md``).
+
+:func:`validate` checks names, keyword fields, types and shapes before anything is built or
+compiled and raises :class:`dynamics.registry.ConfigError` with one line naming the field and the
+valid choices; ``experiments.run`` prints it and exits with code 2.
+
+Example:
+  >>> from dynamics.train.config import base_config, validate
+  >>> config = base_config()
+  >>> config.optimizer.learning_rate = 0.1
+  >>> validate(config)
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import ml_collections
+from ml_collections import config_dict
+
+from dynamics.registry import ConfigError, Registry, check_kwargs
+
+# Keys the runner consumes itself; every other key of these sections is a constructor kwarg.
+RESERVED = {
+    "data": ("name", "batch_size"),
+    "model": ("name",),
+    "loss": ("name",),
+    "optimizer": ("name", "learning_rate", "schedule", "filter", "constraint"),
+    "optimizer.schedule": ("name",),
+    "optimizer.filter": ("name",),
+    "optimizer.constraint": ("name",),
+}
+PRECISIONS = ("float32", "float64")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Returns the schema with its defaults (full-batch GD on digits with a tanh MLP).
+
+    Fields:
+      seed: seeds parameter init, the dataset split and the minibatch order.
+      num_steps: optimizer steps to run.
+      log_every: steps between records of the training metrics (loss, accuracy, grad/update/param
+        norms of the last step) in ``metrics.jsonl``.
+      eval_every: steps between full-dataset train/test loss and accuracy (0: only at the end).
+      checkpoint_every: steps between checkpoints (0: only at the end).
+      keep_checkpoints: how many recent checkpoints to keep.
+      precision: ``"float32"`` or ``"float64"`` (turns on JAX's x64 mode for the run).
+      data.name, data.batch_size: dataset from ``DATASETS``; ``batch_size`` None (or 0) means full
+        batch, otherwise shuffled minibatches that are a pure function of ``(seed, step)``.
+      model.name, loss.name: from ``MODELS`` and ``LOSSES``.
+      optimizer.name, optimizer.learning_rate: from ``OPTIMIZERS``; ``learning_rate`` is the peak
+        value the schedule ``optimizer.schedule.name`` (from ``SCHEDULES``) scales.
+      optimizer.filter.name, optimizer.constraint.name: optional ``FILTERS`` / ``CONSTRAINTS``
+        entries chained before / after the optimizer (None: none).
+      probes: ``probes.<name> = dict(every=N, ...)`` entries from ``PROBES``.
+      mesh.data, mesh.model: device mesh shape; batches are split over ``data``.
+      stop.train_accuracy: stop early once the full-dataset train accuracy reaches this (None: off).
+      analysis.name: an ``ANALYSES`` entry summarizing the run into ``summary.json`` (None: off).
+      tensorboard: also write TensorBoard event files (needs tensorboardX).
+      progress: show a progress bar when stdout is a terminal.
+    """
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_steps = 1000
+    c.log_every = 10
+    c.eval_every = 100
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 2
+    c.precision = "float32"
+
+    c.data = ml_collections.ConfigDict({"name": "digits"})
+    c.data.batch_size = config_dict.placeholder(int)
+    c.model = ml_collections.ConfigDict({"name": "mlp"})
+    c.loss = ml_collections.ConfigDict({"name": "mse"})
+
+    c.optimizer = ml_collections.ConfigDict({"name": "sgd", "learning_rate": 0.01})
+    c.optimizer.schedule = ml_collections.ConfigDict({"name": "constant"})
+    c.optimizer.filter = ml_collections.ConfigDict({"name": config_dict.placeholder(str)})
+    c.optimizer.constraint = ml_collections.ConfigDict({"name": config_dict.placeholder(str)})
+
+    c.probes = ml_collections.ConfigDict()
+    c.mesh = ml_collections.ConfigDict({"data": 1, "model": 1})
+    c.stop = ml_collections.ConfigDict({"train_accuracy": config_dict.placeholder(float)})
+    c.analysis = ml_collections.ConfigDict({"name": config_dict.placeholder(str)})
+    c.tensorboard = False
+    c.progress = True
+    return c
+
+
+def section_kwargs(config: ml_collections.ConfigDict, path: str) -> dict:
+    """The constructor keyword arguments of a config section: its keys minus the reserved ones."""
+    section = _get(config, path)
+    reserved = RESERVED.get(path, ("name",))
+    return {k: _plain(v) for k, v in section.items() if k not in reserved}
+
+
+def _plain(value):
+    """ConfigDicts and lists from a config as plain dicts and tuples (hashable, jit-friendly)."""
+    if isinstance(value, ml_collections.ConfigDict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _get(config, path):
+    for part in path.split("."):
+        config = config[part]
+    return config
+
+
+def _check_int(config, path, minimum):
+    value = _get(config, path)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"{path} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_named(config, path, registry: Registry, optional=False, skip=()):
+    """Checks ``<path>.name`` is in ``registry`` and its other keys are constructor kwargs."""
+    name = _get(config, path).get("name")
+    if name is None and optional:
+        return
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"{path}.name must be a string; valid choices: {', '.join(registry.names())}"
+        )
+    fn = registry.get(name, where=path)
+    kwargs = section_kwargs(config, path)
+    for k in skip:
+        kwargs.pop(k, None)
+    check_kwargs(fn, kwargs, path)
+
+
+def registries():
+    """The registries configs name things from, imported here so every entry is registered."""
+    from dynamics.analysis import ANALYSES
+    from dynamics.data import DATASETS
+    from dynamics.losses import LOSSES
+    from dynamics.models import MODELS
+    from dynamics.optim import CONSTRAINTS, FILTERS, OPTIMIZERS
+    from dynamics.train.probes import PROBES
+    from dynamics.train.schedules import SCHEDULES
+
+    return dict(
+        data=DATASETS,
+        model=MODELS,
+        loss=LOSSES,
+        optimizer=OPTIMIZERS,
+        schedule=SCHEDULES,
+        filter=FILTERS,
+        constraint=CONSTRAINTS,
+        probe=PROBES,
+        analysis=ANALYSES,
+    )
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+    """Raises ConfigError naming the first invalid field; returns None for a valid config.
+
+    Checks the registry names and keyword fields of every section, the types and ranges of the
+    loop's integers, the precision, and that the mesh fits the devices and divides the batch.
+    Dataset-dependent shapes (batch larger than the training set) are checked when the dataset is
+    built (:func:`dynamics.train.loop.build`).
+    """
+    reg = registries()
+    for path in ("seed",):
+        _check_int(config, path, 0)
+    for path in ("num_steps", "log_every", "keep_checkpoints", "mesh.data", "mesh.model"):
+        _check_int(config, path, 1)
+    for path in ("eval_every", "checkpoint_every"):
+        _check_int(config, path, 0)
+    if config.precision not in PRECISIONS:
+        raise ConfigError(
+            f"unknown precision {config.precision!r} in precision; valid choices: "
+            + ", ".join(PRECISIONS)
+        )
+
+    _check_named(config, "data", reg["data"])
+    _check_named(config, "model", reg["model"])
+    _check_named(config, "loss", reg["loss"])
+    _check_named(config, "optimizer", reg["optimizer"])
+    _check_named(config, "optimizer.schedule", reg["schedule"])
+    _check_named(config, "optimizer.filter", reg["filter"], optional=True)
+    _check_named(config, "optimizer.constraint", reg["constraint"], optional=True)
+    lr = config.optimizer.learning_rate
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise ConfigError(f"optimizer.learning_rate must be a number, got {lr!r}")
+
+    for name, probe in config.probes.items():
+        where = f"probes.{name}"
+        if not isinstance(probe, ml_collections.ConfigDict):
+            raise ConfigError(f"{where} must be a dict with at least 'every', got {probe!r}")
+        if name not in reg["probe"]:
+            raise ConfigError(
+                f"unknown probe {name!r} in {where}; "
+                f"valid choices: {', '.join(reg['probe'].names())}"
+            )
+        fn = reg["probe"].get(name)
+        kwargs = _plain(probe)
+        if "every" not in kwargs:
+            raise ConfigError(f"{where}.every is missing: steps between two calls of the probe")
+        _check_int(config, f"{where}.every", 1)
+        check_kwargs(fn, kwargs, where)
+
+    if config.analysis.name is not None:
+        reg["analysis"].get(config.analysis.name, where="analysis")
+    target = config.stop.train_accuracy
+    if target is not None and not 0 < target <= 1:
+        raise ConfigError(f"stop.train_accuracy must be in (0, 1], got {target!r}")
+
+    num_devices = jax.device_count() if num_devices is None else num_devices
+    mesh_size = config.mesh.data * config.mesh.model
+    if mesh_size > num_devices:
+        raise ConfigError(
+            f"mesh.data * mesh.model = {mesh_size} is larger than the {num_devices} devices "
+            "available"
+        )
+    batch_size = config.data.batch_size
+    if batch_size is not None:
+        _check_int(config, "data.batch_size", 0)
+        if batch_size and batch_size % config.mesh.data:
+            raise ConfigError(
+                f"data.batch_size = {batch_size} is not divisible by mesh.data = {config.mesh.data}"
+            )

@@ -1,0 +1,124 @@
+"""``python -m experiments.run``: one training run from a config file.
+
+Usage:
+
+    python -m experiments.run --config=configs/classification.py:digits_mlp \
+        --config.optimizer.learning_rate=0.05 [--workdir=DIR] [--resume | --overwrite]
+
+The config file's ``get_config(arg)`` returns a ``ConfigDict`` built from
+``dynamics.train.config.base_config()``; ``:arg`` picks a preset and ``--config.a.b=value``
+overrides one field. The config is validated and every piece built before anything compiles or
+any file is written: a bad name, field, type or shape prints one line naming the field and the
+valid choices and exits with code 2. The default workdir is ``runs/<config>-<preset>/<timestamp>``;
+an existing non-empty workdir is refused (code 2) unless ``--resume`` (continue from its last
+complete checkpoint) or ``--overwrite`` (delete it first). A diverged run is a result: it is
+recorded in ``summary.json`` and exits with code 0.
+
+Several processes (one per host or GPU) join one run with ``--coordinator_address=host:port
+--num_processes=N --process_id=i``, or automatically under ``srun`` with ``SLURM_NTASKS > 1``;
+give them the same ``--workdir``.
+"""
+
+from __future__ import annotations
+
+import time
+
+START = time.perf_counter()
+
+import datetime  # noqa: E402
+import pathlib  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "config file, optionally with :preset", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "run directory (default runs/<config>-<preset>/<time>)"
+)
+_RESUME = flags.DEFINE_bool("resume", False, "continue from the last checkpoint in --workdir")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "delete an existing --workdir first")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 for a multi-process run"
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in a multi-process run")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's id in a multi-process run")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, with every flag or config-file error as one line and exit code 2."""
+    try:
+        rest = FLAGS(argv)
+        if FLAGS.config is None:
+            _fail("--config=configs/NAME.py[:preset] is required")
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 -- any error loading the config is the user's to fix
+        _fail(" ".join(str(e).split()) or type(e).__name__)
+    return rest
+
+
+def default_workdir(config_arg: str, now: datetime.datetime | None = None) -> pathlib.Path:
+    """``runs/<config stem>-<preset>/<YYYYmmdd-HHMMSS>`` (no ``-<preset>`` without a preset)."""
+    path, _, preset = config_arg.partition(":")
+    name = pathlib.Path(path).stem + (f"-{preset}" if preset else "")
+    now = now or datetime.datetime.now()
+    return pathlib.Path("runs") / name / now.strftime("%Y%m%d-%H%M%S")
+
+
+def _prepare_workdir(workdir: pathlib.Path, resume: bool, overwrite: bool, is_main: bool) -> None:
+    if resume and overwrite:
+        _fail("--resume and --overwrite exclude each other")
+    if workdir.exists() and any(workdir.iterdir()):
+        if overwrite:
+            if is_main:
+                shutil.rmtree(workdir)
+        elif not resume:
+            _fail(f"workdir {workdir} exists and is not empty; pass --resume or --overwrite")
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    # Orbax logs every checkpoint step at INFO; the run's own output is the progress bar.
+    logging.set_verbosity(logging.WARNING)
+    import jax
+
+    from dynamics.registry import ConfigError
+    from dynamics.train.config import validate
+    from dynamics.train.distributed import maybe_initialize
+    from dynamics.train.loop import build, train
+
+    maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    config = _CONFIG.value
+    try:
+        validate(config)
+        run = build(config)
+    except ConfigError as e:
+        _fail(str(e))
+    if _WORKDIR.value is None and jax.process_count() > 1:
+        _fail("a multi-process run needs the same --workdir on every process")
+    config_arg = FLAGS["config"].serialize().partition("=")[2]
+    workdir = pathlib.Path(_WORKDIR.value or default_workdir(config_arg))
+    _prepare_workdir(workdir, _RESUME.value, _OVERWRITE.value, jax.process_index() == 0)
+
+    summary = train(run, workdir, resume=_RESUME.value, start_time=START)
+    final = summary["final"]
+    shown = ", ".join(
+        f"{k}={final[k]:.4g}" for k in ("loss", "train_accuracy", "test_accuracy") if k in final
+    )
+    if jax.process_index() == 0:
+        print(f"{summary['status']} at step {summary['step']}: {shown} -> {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)
