@@ -11,7 +11,7 @@ examples of each permutation are dropped, so every batch has the same shape and 
 once). Each epoch visits every kept example exactly once, in a fresh order. Because the batch
 depends only on ``(key, step)``, the step counter *is* the iterator position: a run restored from a
 checkpoint at step ``t`` sees exactly the batches an uninterrupted run sees, with nothing else to
-save. ``batch_size`` 0 or ``>= num_examples`` means full batch (every step returns
+save. ``batch_size`` None, 0 or ``>= num_examples`` means full batch (every step returns
 ``arange(num_examples)``).
 
 Example:
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Steps in one pass over the data (1 for full batch)."""
-    if batch_size <= 0 or batch_size >= num_examples:
+    if not batch_size or batch_size >= num_examples:
         return 1
     return num_examples // batch_size
 
@@ -40,9 +40,9 @@ def batch_indices(key: jax.Array, step, num_examples: int, batch_size: int) -> j
       key: a PRNG key reserved for the data order.
       step: the iterator position (int or traced int scalar).
       num_examples: size of the dataset (static).
-      batch_size: examples per batch (static); 0 or ``>= num_examples`` is full batch.
+      batch_size: examples per batch (static); None, 0 or ``>= num_examples`` is full batch.
     """
-    if batch_size <= 0 or batch_size >= num_examples:
+    if not batch_size or batch_size >= num_examples:
         return jnp.arange(num_examples, dtype=jnp.int32)
     per_epoch = num_examples // batch_size
     step = jnp.asarray(step, jnp.int32)

@@ -1,0 +1,119 @@
+"""Every model: output shapes, plain parameter pytrees with Flax names, config errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dynamics.data import DataSpec
+from dynamics.models import MODELS, build_model
+from dynamics.registry import ConfigError
+
+CASES = [
+    ({"name": "mlp", "widths": (16, 8)}, DataSpec((6,), "float32", 3)),
+    ({"name": "mlp", "widths": (), "use_bias": False}, DataSpec((2, 3), "float32", 4)),
+    ({"name": "cnn", "channels": (4,), "dense": (8,)}, DataSpec((8, 8, 1), "float32", 10)),
+    (
+        {
+            "name": "cnn",
+            "channels": (4, 4),
+            "dense": (),
+            "pool": "max",
+            "image_shape": (4, 4, 2),
+            "channels_first": True,
+        },
+        DataSpec((32,), "float32", 5),
+    ),
+    (
+        {"name": "transformer", "num_layers": 1, "d_model": 16, "num_heads": 2, "d_mlp": 32},
+        DataSpec((4,), "int32", 7, vocab_size=9),
+    ),
+    (
+        {
+            "name": "transformer",
+            "num_layers": 2,
+            "d_model": 16,
+            "num_heads": 4,
+            "d_mlp": 64,
+            "layer_norm": "grokfast",
+            "init": "torch",
+            "predict_vocab": True,
+        },
+        DataSpec((4,), "int32", 7, vocab_size=9),
+    ),
+    ({"name": "scalar_network", "depth": 3}, DataSpec((1,), "float32", 1)),
+    ({"name": "quadratic", "num_params": 12}, DataSpec((5,), "float32", 2)),
+]
+
+
+@pytest.mark.parametrize("cfg,spec", CASES, ids=[c["name"] for c, _ in CASES])
+def test_shapes_and_plain_params(cfg, spec):
+    model = build_model(cfg, spec)
+    x = jnp.ones((3, *spec.input_shape), spec.input_dtype)
+    params = model.init(jax.random.key(0), x)
+    out = jax.jit(model.apply)(params, x)
+    expected = spec.vocab_size if cfg.get("predict_vocab") else spec.num_outputs
+    assert out.shape == (3, expected) and out.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(out)))
+    assert type(params) is dict and "params" not in params
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        assert isinstance(leaf, jax.Array), path
+    names = {p[-1].key for p, _ in jax.tree_util.tree_leaves_with_path(params)}
+    if cfg["name"] in ("mlp", "cnn", "transformer"):
+        assert names <= {"kernel", "bias", "embedding", "scale"}
+        assert ("bias" in names) == cfg.get("use_bias", True)
+
+
+def test_mlp_matches_numpy_forward():
+    spec = DataSpec((5,), "float32", 3)
+    model = build_model({"name": "mlp", "widths": (7, 6), "activation": "tanh"}, spec)
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    p = jax.tree.map(np.asarray, model.init(jax.random.key(1), x))
+    h = np.tanh(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+    h = np.tanh(h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"])
+    expected = h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"]
+    np.testing.assert_allclose(model.apply(p, x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_init_ranges():
+    spec = DataSpec((400,), "float32", 10)
+    x = jnp.zeros((1, 400))
+    torch = build_model({"name": "mlp", "widths": (300,), "init": "torch"}, spec)
+    p = torch.init(jax.random.key(0), x)
+    for layer, fan_in in (("Dense_0", 400), ("Dense_1", 300)):
+        bound = 1 / np.sqrt(fan_in)
+        for leaf in (p[layer]["kernel"], p[layer]["bias"]):
+            assert np.abs(leaf).max() <= bound and np.abs(leaf).max() > 0.9 * bound
+        np.testing.assert_allclose(np.var(p[layer]["kernel"]), bound**2 / 3, rtol=0.05)
+    flax_default = build_model({"name": "mlp", "widths": (300,)}, spec).init(jax.random.key(0), x)
+    np.testing.assert_allclose(np.var(flax_default["Dense_0"]["kernel"]), 1 / 400, rtol=0.1)
+    assert np.all(flax_default["Dense_0"]["bias"] == 0)
+
+
+def test_cnn_channels_first_reads_channel_major_vectors():
+    images = np.random.default_rng(0).standard_normal((2, 4, 4, 3)).astype(np.float32)
+    flat = images.transpose(0, 3, 1, 2).reshape(2, -1)  # CIFAR's channel-major layout
+    kw = {"name": "cnn", "channels": (2,), "dense": ()}
+    nhwc = build_model(kw, DataSpec((4, 4, 3), "float32", 3))
+    chw = build_model(
+        {**kw, "image_shape": (4, 4, 3), "channels_first": True}, DataSpec((48,), "float32", 3)
+    )
+    params = nhwc.init(jax.random.key(0), images)
+    np.testing.assert_allclose(chw.apply(params, flat), nhwc.apply(params, images), rtol=1e-6)
+
+
+def test_config_errors():
+    spec = DataSpec((6,), "float32", 3)
+    with pytest.raises(ConfigError, match="valid choices: cnn, mlp, quadratic"):
+        build_model({"name": "resnet"}, spec)
+    with pytest.raises(ConfigError, match="unknown field model.depth"):
+        build_model({"name": "mlp", "depth": 3}, spec)
+    with pytest.raises(ConfigError, match="model.activation"):
+        build_model({"name": "mlp", "activation": "swish2"}, spec)
+    with pytest.raises(ConfigError, match="image_shape"):
+        build_model({"name": "cnn"}, spec)
+    with pytest.raises(ConfigError, match="tokens"):
+        build_model({"name": "transformer"}, spec)
+    with pytest.raises(ConfigError, match="num_outputs"):
+        build_model({"name": "scalar_network"}, spec)
+    assert set(MODELS.names()) == {"cnn", "mlp", "quadratic", "scalar_network", "transformer"}
