@@ -19,3 +19,6 @@ Example:
 from dynamics.registry import Registry
 
 ANALYSES: Registry = Registry("analysis")
+
+# Importing the modules registers their analyses; they import ANALYSES from here, so it comes last.
+from dynamics.analysis import eos, grokking, scalar  # noqa: E402, F401
