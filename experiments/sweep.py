@@ -145,7 +145,8 @@ def plan(args, shared: list[str], sweep_dir: Path) -> tuple[manifest.Manifest, l
 def report(m: manifest.Manifest, sweep_dir: Path, metric: str | None, x: str | None) -> None:
     """Prints the table, writes ``results.csv`` and the plot of ``metric``."""
     header, rows = results.table(m)
-    print(results.format_table(header, rows))
+    keep = 2 + len(results.swept_keys(m.runs))
+    print(results.format_table(*results.brief(header, rows, keep)))
     results.write_csv(sweep_dir / "results.csv", header, rows)
     print(f"wrote {sweep_dir / 'results.csv'}")
     metric = metric or results.default_metric(m.runs)

@@ -144,6 +144,6 @@ def execute(argv: Sequence[str], cwd: str, log: str) -> int:
     In a job with several tasks every task runs the runner (one JAX process each); each task
     appends to its own log.
     """
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
         log = f"{log}.{os.environ.get('SLURM_PROCID', '0')}"
     return popen(argv, cwd, log).wait()

@@ -1,5 +1,7 @@
 """The results of a sweep: one row per run (status, swept values, summary metrics), CSV and plot.
 
+The printed table shows name, status, swept values and the ``final.*`` metrics of the runner's
+summary; ``results.csv`` has every scalar summary entry (nested keys dotted: ``final.loss``).
 Everything is computed from the manifest (and each run's ``summary.json`` when it is newer), so
 ``python -m experiments.sweep --sweep-dir=DIR --report`` rebuilds it without the config.
 
@@ -96,12 +98,24 @@ def default_x(runs: Sequence[Run]) -> str | None:
 
 
 def default_metric(runs: Sequence[Run]) -> str | None:
-    """The first summary metric with a numeric value in some run."""
-    for r in runs:
-        for k, v in flat_metrics(r.summary).items():
-            if _is_number(v):
-                return k
+    """``final.loss`` if the runs have it, else the first numeric ``final.*`` or other metric."""
+    numeric = [k for r in runs for k, v in flat_metrics(r.summary).items() if _is_number(v)]
+    for preferred in ("final.loss", *(k for k in numeric if k.startswith("final.")), *numeric):
+        if preferred in numeric:
+            return preferred
     return None
+
+
+def brief(header: Sequence[str], rows: Sequence[Sequence[Any]], keep: int):
+    """The first ``keep`` columns and the ``final.*`` metrics (all columns if there are none).
+
+    The printed table shows what tells runs apart; ``results.csv`` keeps every summary entry
+    (timings, versions, devices).
+    """
+    cols = list(range(keep)) + [i for i, h in enumerate(header) if h.startswith("final.")]
+    if len(cols) == keep:
+        return header, rows
+    return [header[i] for i in cols], [[row[i] for i in cols] for row in rows]
 
 
 def plot(manifest: Manifest, metric: str, path: str | os.PathLike, x: str | None = None) -> Path:

@@ -4,8 +4,8 @@ Two launches are recognized:
 
 * explicit flags: a coordinator ``host:port``, the number of processes and this process's id
   (every process gets the same coordinator and count, ids 0..n-1);
-* Slurm: under ``srun`` with ``SLURM_NTASKS > 1`` JAX reads the coordinator, count and id from the
-  Slurm environment itself.
+* Slurm: under ``srun`` with ``SLURM_STEP_NUM_TASKS > 1`` JAX reads the coordinator, count and id
+  from the Slurm environment itself.
 
 A single process (the default) initializes nothing. After initialization ``jax.devices()`` lists
 the devices of every process and the mesh spans them all.
@@ -35,7 +35,9 @@ def maybe_initialize(
             process_id=process_id,
         )
         return True
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    # A job step's task count, not SLURM_NTASKS: a batch script that runs Python without srun has
+    # SLURM_NTASKS > 1 but is one process, and JAX cannot find a coordinator outside a step.
+    if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
         jax.distributed.initialize()
         return True
     return False

@@ -166,6 +166,8 @@ def test_table_csv_and_plot(tmp_path):
     assert rows[-1] == ["bad", "failed", 0.4, "sgd", None, None, None]
     text = results.format_table(header, rows)
     assert text.splitlines()[2].split() == ["r0", "completed", "0.1", "sgd", "1", "20", "ok"]
+    short, short_rows = results.brief(header, rows, keep=4)
+    assert short == header[:-1] and short_rows[0] == rows[0][:-1]  # "note" is not a final metric
     results.write_csv(tmp_path / "results.csv", header, rows)
     with open(tmp_path / "results.csv") as f:
         read = list(csv.reader(f))

@@ -1,0 +1,99 @@
+"""A sweep on a real Slurm: a one-node cluster on localhost, three runs as one submitit job array.
+
+The cluster is started by ``scripts/local_slurm.sh`` (which installs slurm-wlm and munge with apt
+when they are missing) on free ports with its own state directory, and its daemons are stopped by
+pid at the end. Without root or apt the test fails: it is part of CI, not optional.
+"""
+
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dynamics.sweep import manifest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "local_slurm.sh"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) is not running either.
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.fail("the Slurm test must run as root: it starts slurmctld, slurmd and munged")
+    if not (shutil.which("apt-get") or shutil.which("slurmctld")):
+        pytest.fail("the Slurm test needs apt-get (to install slurm-wlm and munge) or Slurm itself")
+    state = tmp_path_factory.mktemp("slurm")
+    env = dict(os.environ, SLURMCTLD_PORT=str(free_port()), SLURMD_PORT=str(free_port()))
+    start = subprocess.run(
+        [SCRIPT, "start", state], env=env, capture_output=True, text=True, timeout=1200
+    )
+    pidfiles = [state / "run" / "slurmctld.pid", state / "run" / "slurmd.pid"]
+    pidfiles.append(state / "munge" / "munged.pid")
+    pids = [int(f.read_text()) for f in pidfiles if f.exists()]
+    try:
+        assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
+        assert len(pids) == 3
+        yield state / "slurm.conf"
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        assert not any(alive(p) for p in pids)
+
+
+def test_sweep_on_slurm(cluster, tmp_path):
+    env = dict(os.environ, SLURM_CONF=str(cluster), JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    sweep_dir = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "experiments.sweep", "--config=tests/sweep/tiny_config.py:three"]
+    argv += [f"--sweep-dir={sweep_dir}", "--executor=slurm", "--poll=1", "--time-min=10"]
+    argv += ["--cpus-per-task=1", "--sbatch=comment=dynamics-test"]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    m = manifest.load(sweep_dir)
+    names = ["learning_rate=0.05", "learning_rate=0.1", "learning_rate=0.2"]
+    assert [r.name for r in m.runs] == names
+    assert [r.status for r in m.runs] == ["completed"] * 3, proc.stdout[-3000:]
+    # One job array: ids ARRAY_0, ARRAY_1, ARRAY_2.
+    arrays = {r.job_id.split("_")[0] for r in m.runs}
+    assert len(arrays) == 1 and sorted(r.job_id.split("_")[1] for r in m.runs) == ["0", "1", "2"]
+    sbatch = next((sweep_dir / "slurm").glob("*_submission.sh")).read_text()
+    assert "#SBATCH --comment=dynamics-test" in sbatch and "#SBATCH --time=10" in sbatch
+
+    with open(sweep_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["name"], r["status"]) for r in rows] == [(n, "completed") for n in names]
+    assert [float(r["optimizer.learning_rate"]) for r in rows] == [0.05, 0.1, 0.2]
+    assert all(float(r["final.loss"]) < float("inf") for r in rows)
+    for name in names:
+        assert "running" in proc.stdout and f"{name}: completed" in proc.stdout
