@@ -22,12 +22,18 @@ mix the per-coordinate quadratics linearly.
 Scalings (our choice; the paper states its results for Gaussian coefficients in the large
 ``P, D`` limit with the quadratic part controlled by one strength parameter):
 ``G_ikj ~ N(0, 1/P)`` so that ``||G_ik||^2 ~ 1`` (an O(1) NTK), and ``Q_ik = epsilon (A + A^T) /
-sqrt(2 P)`` with ``A_jl ~ N(0, 1/P)`` (off-diagonal entries of variance ``epsilon^2 / P^2``), so
-``||Q_ik theta|| ~ epsilon ||theta||``: ``epsilon`` is the relative change of the Jacobian per unit
-move of the parameters. ``epsilon = 0`` gives the linear (NTK) model. The coefficients come from
-``coeff_seed`` (not the init rng), so they stay fixed across restarts and init seeds. ``theta``
+sqrt(2)`` with ``A_jl ~ N(0, 1/P)`` (a GOE matrix: off-diagonal entries of variance
+``epsilon^2 / P``, spectrum in ``[-2 epsilon, 2 epsilon]``), so ``||Q_ik theta|| ~ epsilon
+||theta||``: ``epsilon`` is the change of the Jacobian per unit move of the parameters.
+``epsilon = 0`` gives the linear (NTK) model. The coefficients come from ``coeff_seed`` (not the
+init rng), so they stay fixed across restarts and init seeds. ``theta``
 starts at ``N(0, init_scale^2 / P)`` per entry; ``init_scale = 0`` (default) starts at the
 expansion point ``theta = 0`` where ``f = 0`` and ``J = G``.
+
+Measured with these choices (50 one-hot data, ``y ~ N(0, 1)``, P = 200, epsilon = 0.5, the ``mse``
+loss, full-batch GD at lr 12, 2/lr = 0.167): the top Hessian eigenvalue rises from 0.133 to 0.194
+by step 200, then stays between 0.165 and 0.182 through step 2,000 while the loss keeps falling
+non-monotonically (edge of stability); with epsilon = 0 it stays at its initial 0.042.
 
 Memory: the coefficients hold ``d K P (P + 1)`` floats; keep ``P`` and ``d`` small (hundreds).
 
@@ -59,7 +65,7 @@ def coefficients(input_dim: int, num_outputs: int, num_params: int, epsilon: flo
     p = num_params
     g = rng.standard_normal((input_dim, num_outputs, p)) / np.sqrt(p)
     a = rng.standard_normal((input_dim, num_outputs, p, p)) / np.sqrt(p)
-    q = epsilon * (a + np.swapaxes(a, -1, -2)) / np.sqrt(2 * p)
+    q = epsilon * (a + np.swapaxes(a, -1, -2)) / np.sqrt(2)
     return g.astype(np.float32), q.astype(np.float32)
 
 
