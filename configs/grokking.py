@@ -1,0 +1,160 @@
+"""Grokking on modular arithmetic: late generalization, and what removes the delay.
+
+Presets (``--config=configs/grokking.py:<preset>``):
+
+* ``mlp`` (default, = ``mlp_wd``): Prieto et al. 2025, "Grokking at the edge of numerical
+  stability": ``a + b mod 113`` on one-hot pairs (226 inputs), 40% train, MLP 226-200-200-113
+  ReLU without biases, cross-entropy, full batch, AdamW lr 5e-3, b2 0.99, eps 1e-25.
+  ``mlp_<arm>`` picks an arm (below); ``get_sweep("mlp")`` runs them all.
+* ``nanda``: Nanda et al. 2023, "Progress measures for grokking via mechanistic
+  interpretability": ``a + b mod 113`` as tokens, 30% train, 1-layer transformer (d 128, 4 heads,
+  d_mlp 512, ReLU, no LayerNorm), AdamW lr 1e-3, wd 1, betas (0.9, 0.98), full batch; the paper
+  sees grokking within its 50k-epoch budget (``scripts/nanda_grokking.py``).
+* ``grokfast`` (= ``grokfast_ema``), ``grokfast_baseline``, ``grokfast_ma``: Lee et al. 2024,
+  "Grokfast", pinned to the faithful port of the reference in ``/work/shared/REFERENCES.md``:
+  ``x * y mod 97`` with ``y`` in 1..96 (9,312 pairs), 50% train, tokens ``[x, op, y, =]``, 2-layer
+  transformer d 128, 4 heads, GELU MLP x4, the reference block ``h = LN1(h); h = h + Attn(h);
+  h = h + MLP(LN2(h))``, PyTorch default inits, head over the whole vocabulary, torch Adam with
+  *coupled* L2, lr 1e-3 with a 10-step linear warm-up, betas (0.9, 0.98), batch 512. Arms:
+  EMA (alpha 0.98, lamb 2, wd 0.005), MA (window 100, lamb 5, wd 0.01), baseline (no filter,
+  wd 0). The long runs are ``scripts/grokfast_reproduction.py``.
+
+Arms of the MLP (the overrides in ``ARMS``; filters use their registry defaults, which are the
+papers' settings): ``baseline`` (no weight decay), ``wd`` (weight decay 1), ``grokfast_ema`` and
+``grokfast_ma`` (with weight decay 1), ``stablemax`` (StableMax cross-entropy in float64, no
+weight decay), ``orthograd`` (⊥Grad, no weight decay). Any registry optimizer:
+``--config.optimizer.name=...`` (its keyword fields must match).
+
+Logged by the ``evaluation`` and ``grokking`` probes: train/test accuracy and loss, softmax
+collapse fraction, zero-loss fraction, cos(grad, w), weight norm, max logit. The ``grokking``
+analysis writes steps to 99% train / 95% test accuracy and their delay to ``summary.json``.
+
+Example:
+  python -m experiments.run --config=configs/grokking.py:mlp_orthograd --config.num_steps=1000
+  python -m experiments.sweep --config=configs/grokking.py:mlp
+"""
+
+from dynamics.train.config import base_config
+
+WD = "optimizer.weight_decay"
+FILTER = "optimizer.filter.name"
+
+ARMS = {
+    "mlp": {
+        "baseline": {WD: 0.0},
+        "wd": {WD: 1.0},
+        "grokfast_ema": {FILTER: "grokfast_ema", WD: 1.0},
+        "grokfast_ma": {FILTER: "grokfast_ma", WD: 1.0},
+        "stablemax": {"loss.name": "stablemax_cross_entropy", "precision": "float64", WD: 0.0},
+        "orthograd": {FILTER: "orthogonal_gradient", WD: 0.0},
+    },
+    "grokfast": {
+        "ema": {FILTER: "grokfast_ema", WD: 0.005},
+        "ma": {FILTER: "grokfast_ma", WD: 0.01},
+        "baseline": {WD: 0.0},
+    },
+}
+DEFAULT_ARM = {"mlp": "wd", "grokfast": "ema"}
+
+
+def _common(config, eval_every: int):
+    config.log_every = eval_every
+    config.eval_every = eval_every
+    config.checkpoint_every = 0
+    config.loss.name = "cross_entropy"
+    config.probes.grokking = dict(every=eval_every)
+    config.analysis.name = "grokking"
+
+
+def _mlp(config):
+    config.num_steps = 3000
+    _common(config, 25)
+    config.data.name = "modular_arithmetic"
+    config.data.update(p=113, op="+", train_fraction=0.4, encoding="one_hot")
+    config.model.name = "mlp"
+    config.model.update(widths=(200, 200), activation="relu", use_bias=False)
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 5e-3
+    config.optimizer.update(b1=0.9, b2=0.99, eps=1e-25, weight_decay=1.0)
+
+
+def _nanda(config):
+    config.num_steps = 30000
+    _common(config, 250)
+    config.data.name = "modular_arithmetic"
+    config.data.update(p=113, op="+", train_fraction=0.3, encoding="tokens")
+    config.model.name = "transformer"
+    config.model.update(
+        num_layers=1, d_model=128, num_heads=4, d_mlp=512, layer_norm="none", activation="relu"
+    )
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.update(b1=0.9, b2=0.98, weight_decay=1.0)
+
+
+def _grokfast(config):
+    config.num_steps = 5000
+    _common(config, 50)
+    config.data.name = "modular_arithmetic"
+    config.data.update(p=97, op="*", train_fraction=0.5, encoding="tokens", nonzero_b=True)
+    config.data.batch_size = 512
+    config.model.name = "transformer"
+    config.model.update(
+        num_layers=2,
+        d_model=128,
+        num_heads=4,
+        d_mlp=512,
+        layer_norm="grokfast",
+        activation="gelu",
+        init="torch",
+        predict_vocab=True,
+    )
+    config.optimizer.name = "adam"  # torch.optim.Adam: weight decay is coupled L2.
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.update(b1=0.9, b2=0.98, weight_decay=0.0)
+    config.optimizer.schedule.name = "linear_warmup"
+    config.optimizer.schedule.warmup_steps = 10
+
+
+BUILDERS = {"mlp": _mlp, "nanda": _nanda, "grokfast": _grokfast}
+
+
+def _apply(config, overrides):
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+
+
+def get_config(arg: str | None = None):
+    preset = arg or "mlp"
+    family, _, arm = preset.partition("_")
+    if family not in BUILDERS:
+        raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(presets())}")
+    config = base_config()
+    BUILDERS[family](config)
+    arms = ARMS.get(family, {})
+    arm = arm or DEFAULT_ARM.get(family, "")
+    if arms:
+        if arm not in arms:
+            raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(presets())}")
+        _apply(config, arms[arm])
+        config.analysis.label = arm
+    elif arm:
+        raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(presets())}")
+    return config
+
+
+def presets() -> list[str]:
+    names = [f"{family}_{arm}" for family, arms in ARMS.items() for arm in arms]
+    return ["mlp", "nanda", "grokfast", *names]
+
+
+def get_sweep(arg: str | None = None):
+    """The arms of the preset's family (``mlp`` or ``grokfast``), or seeds for ``nanda``."""
+    family = (arg or "mlp").partition("_")[0]
+    if family in ARMS:
+        return [dict(overrides) for overrides in ARMS[family].values()]
+    return [{"seed": s} for s in range(4)]
