@@ -2,3 +2,4 @@
 
 from dynamics.train.probes.base import PROBES, Probe, ProbeContext
 from dynamics.train.probes import evaluation  # noqa: F401  (registers its probes)
+from dynamics.train.probes import grokking  # noqa: F401  (registers its probe)
