@@ -38,6 +38,15 @@ def _targets(outputs: jax.Array, y: jax.Array) -> jax.Array:
     return y.reshape(outputs.shape).astype(outputs.dtype)
 
 
+def _class_labels(y: jax.Array, loss: str) -> jax.Array:
+    if not jnp.issubdtype(y.dtype, jnp.integer) or y.ndim != 1:
+        raise ConfigError(
+            f"loss {loss!r} needs integer class labels [batch]; got {y.dtype} targets of shape "
+            f"{tuple(y.shape)} (use loss 'mse' for regression)"
+        )
+    return y[:, None].astype(jnp.int32)
+
+
 @LOSSES.register("mse")
 def mse():
     """``1/2 sum_k (f_k - t_k)^2`` per example (see the module doc for the 1/2)."""
@@ -54,7 +63,7 @@ def cross_entropy():
     """Softmax cross-entropy ``logsumexp(z) - z_y`` with integer labels."""
 
     def per_example_loss(outputs, y):
-        picked = jnp.take_along_axis(outputs, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+        picked = jnp.take_along_axis(outputs, _class_labels(y, "cross_entropy"), axis=-1)[:, 0]
         return jax.nn.logsumexp(outputs, axis=-1) - picked
 
     return per_example_loss
@@ -76,7 +85,7 @@ def stablemax_cross_entropy(dtype: str = "float64"):
         # canonicalize_dtype maps float64 to float32 unless x64 is on (also inside enable_x64).
         z = outputs.astype(jax.dtypes.canonicalize_dtype(jnp.dtype(dtype)))
         s = stablemax_s(z)
-        picked = jnp.take_along_axis(s, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+        picked = jnp.take_along_axis(s, _class_labels(y, "stablemax_cross_entropy"), axis=-1)[:, 0]
         return (jnp.log(jnp.sum(s, axis=-1)) - jnp.log(picked)).astype(outputs.dtype)
 
     return per_example_loss

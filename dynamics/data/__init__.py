@@ -13,8 +13,8 @@ targets float32 ``[n, output_dim]``. Arrays are NumPy; the runner puts them on d
 Example:
   >>> from dynamics.data import load_dataset
   >>> ds = load_dataset({"name": "modular_arithmetic", "p": 7, "batch_size": 0}, seed=0)
-  >>> ds.train["x"].shape, ds.spec.num_outputs
-  ((14, 14), 7)
+  >>> ds.train["x"].shape, ds.spec.num_outputs  # 30% of the 49 one-hot pairs
+  ((15, 14), 7)
 """
 
 from __future__ import annotations

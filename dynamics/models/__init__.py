@@ -14,6 +14,7 @@ names (``kernel``, ``bias``, ``embedding``, ``scale``) so matrix-aware code can 
 matrices (``kernel``, Flax layout ``(in, out)``) from vectors.
 
 Example:
+  >>> import jax, jax.numpy as jnp
   >>> from dynamics.data import DataSpec
   >>> model = build_model({"name": "mlp", "widths": (16,)}, DataSpec((8,), "float32", 3))
   >>> params = model.init(jax.random.key(0), jnp.zeros((2, 8)))

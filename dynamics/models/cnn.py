@@ -9,6 +9,8 @@ reshaped to ``image_shape = (H, W, C)``; ``channels_first=True`` reads each flat
 ``(C, H, W)`` first, the layout of CIFAR-10's 3,072-vectors.
 
 Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from dynamics.data import DataSpec
   >>> spec = DataSpec((3072,), "float32", 10)  # flattened CIFAR-10
   >>> model = cnn(spec, image_shape=(32, 32, 3), channels_first=True)
   >>> params = model.init(jax.random.key(0), jnp.zeros((1, 3072)))

@@ -6,6 +6,8 @@ Inputs of any shape are flattened per example. ``init="default"`` uses Flax's in
 2021's PyTorch edge-of-stability code trains).
 
 Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from dynamics.data import DataSpec
   >>> model = mlp(DataSpec((64,), "float32", 10), widths=(200, 200), activation="tanh")
   >>> params = model.init(jax.random.key(0), jnp.zeros((1, 64)))
   >>> params["Dense_0"]["kernel"].shape

@@ -32,12 +32,14 @@ expansion point ``theta = 0`` where ``f = 0`` and ``J = G``.
 
 Measured with these choices (50 one-hot data, ``y ~ N(0, 1)``, P = 200, epsilon = 0.5, the ``mse``
 loss, full-batch GD at lr 12, 2/lr = 0.167): the top Hessian eigenvalue rises from 0.133 to 0.194
-by step 200, then stays between 0.165 and 0.182 through step 2,000 while the loss keeps falling
+by step 200, then stays between 0.165 and 0.182 from step 400 to 2,000 while the loss keeps falling
 non-monotonically (edge of stability); with epsilon = 0 it stays at its initial 0.042.
 
 Memory: the coefficients hold ``d K P (P + 1)`` floats; keep ``P`` and ``d`` small (hundreds).
 
 Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from dynamics.data import DataSpec
   >>> spec = DataSpec((50,), "float32", 1)  # 50 one-hot data points, scalar outputs
   >>> model = quadratic(spec, num_params=200, epsilon=0.1)
   >>> params = model.init(jax.random.key(0), jnp.zeros((1, 50)))

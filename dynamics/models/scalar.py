@@ -15,6 +15,8 @@ can place the weights near a chosen minimum; otherwise ``w_i = init_scale * (1 +
 ``n_i ~ N(0, 1)``: near-balanced positive weights.
 
 Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from dynamics.data import DataSpec
   >>> model = scalar_network(DataSpec((1,), "float32", 1), depth=3, init_weights=(1.0, 2.0, 3.0))
   >>> params = model.init(jax.random.key(0), jnp.ones((1, 1)))
   >>> model.apply(params, jnp.array([[2.0]]))

@@ -34,6 +34,8 @@ logits, as the Grokfast reference's head does) instead of ``spec.num_outputs`` c
 labels still index the first classes.
 
 Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from dynamics.data import DataSpec
   >>> spec = DataSpec((4,), "int32", 97, vocab_size=99)  # x * y mod 97 tokens
   >>> model = transformer(spec, layer_norm="grokfast", init="torch", activation="gelu")
   >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
