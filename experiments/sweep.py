@@ -44,7 +44,7 @@ SECTION_FIELDS = {*SLURM_FIELDS, "max_parallel", "metric", "x"}
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(
-        prog="python -m experiments.sweep", description=__doc__.split("\n")[0]
+        prog="python -m experiments.sweep", description=__doc__.split("\n")[0], allow_abbrev=False
     )
     p.add_argument("--config", help="FILE[:preset] with get_config(arg) and get_sweep(arg)")
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
@@ -100,7 +100,8 @@ def sweep_section(config) -> dict:
 
 def slurm_options(args: argparse.Namespace, section: dict) -> SlurmOptions:
     values = {k: section[k] for k in SLURM_FIELDS if k in section}
-    values.update({k: getattr(args, k) for k in SLURM_FIELDS if getattr(args, k, None) is not None})
+    flags = [k for k in SLURM_FIELDS if k != "sbatch" and getattr(args, k) is not None]
+    values.update({k: getattr(args, k) for k in flags})
     sbatch = dict(values.get("sbatch") or {})
     for item in args.sbatch:
         key, sep, value = item.partition("=")

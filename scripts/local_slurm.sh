@@ -4,6 +4,7 @@
 #   scripts/local_slurm.sh start [DIR]   install slurm-wlm + munge if missing, start munged,
 #                                        slurmctld and slurmd with config and state under DIR
 #   scripts/local_slurm.sh stop [DIR]    stop the daemons started from DIR (by their pid files)
+#   scripts/local_slurm.sh pids [DIR]    print the pids of those daemons that are running
 #
 # DIR defaults to $LOCAL_SLURM_DIR or /tmp/dynamics-slurm. Clients find the cluster through
 #   export SLURM_CONF=DIR/slurm.conf
@@ -12,14 +13,17 @@
 #
 # The settings are the few that work without systemd or cgroups (containers, CI VMs): process
 # tracking by /proc (proctrack/linuxproc), no task binding (task/none), and munge with its own key
-# and socket so that it never touches a system-wide munge.
+# and socket so that it never touches a system-wide munge. munged runs as user munge, which may not
+# be able to enter DIR (pytest's tmp dirs are 0700 root), so its files live in a directory of their
+# own in /tmp named after DIR.
 set -euo pipefail
 
 cmd="${1:-}"
 dir="$(realpath -m "${2:-${LOCAL_SLURM_DIR:-/tmp/dynamics-slurm}}")"
 conf="$dir/slurm.conf"
-munge_socket="$dir/munge/munge.socket.2"
-pidfiles=("$dir/run/slurmd.pid" "$dir/run/slurmctld.pid" "$dir/munge/munged.pid")
+munge_dir="/tmp/dynamics-munge-$(printf %s "$dir" | md5sum | cut -c1-12)"
+munge_socket="$munge_dir/munge.socket.2"
+pidfiles=("$dir/run/slurmd.pid" "$dir/run/slurmctld.pid" "$munge_dir/munged.pid")
 
 die() { echo "local_slurm.sh: $*" >&2; exit 1; }
 
@@ -77,16 +81,18 @@ EOF
 }
 
 start_munge() {
-  alive "$dir/munge/munged.pid" && return
-  mkdir -p "$dir/munge"
-  [[ -f "$dir/munge/munge.key" ]] || dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none
-  chown -R munge:munge "$dir/munge"
-  chmod 711 "$dir/munge"
-  chmod 400 "$dir/munge/munge.key"
+  alive "$munge_dir/munged.pid" && return
+  mkdir -p "$munge_dir"
+  if [[ ! -f "$munge_dir/munge.key" ]]; then
+    dd if=/dev/urandom of="$munge_dir/munge.key" bs=1024 count=1 status=none
+  fi
+  chown -R munge:munge "$munge_dir"
+  chmod 711 "$munge_dir"
+  chmod 400 "$munge_dir/munge.key"
   runuser -u munge -- munged \
-    --key-file="$dir/munge/munge.key" --socket="$munge_socket" \
-    --pid-file="$dir/munge/munged.pid" --log-file="$dir/munge/munged.log" \
-    --seed-file="$dir/munge/munged.seed"
+    --key-file="$munge_dir/munge.key" --socket="$munge_socket" \
+    --pid-file="$munge_dir/munged.pid" --log-file="$munge_dir/munged.log" \
+    --seed-file="$munge_dir/munged.seed"
 }
 
 wait_idle() {
@@ -125,10 +131,19 @@ stop() {
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
     rm -f "$f"
   done
+  rm -rf "$munge_dir"
+}
+
+pids() {
+  local f
+  for f in "${pidfiles[@]}"; do
+    if alive "$f"; then cat "$f"; fi
+  done
 }
 
 case "$cmd" in
   start) start ;;
   stop) stop ;;
-  *) die "usage: $0 start|stop [DIR]" ;;
+  pids) pids ;;
+  *) die "usage: $0 start|stop|pids [DIR]" ;;
 esac

@@ -156,3 +156,19 @@ def test_local_executor_parallelism_and_exit_codes(tmp_path):
     assert [r.status for r, _ in jobs] == ["failed"] * 4  # no summary.json: a runner bug is failed
     assert [r.returncode for r, _ in jobs] == [0, 3, 0, 0]
     assert events.count(("r1", "running")) == 1 and ("r1", "failed") in events
+
+
+def test_slurm_options_from_config_section_and_flags():
+    """Flags win over the config's sweep section; --sbatch lines add to the section's."""
+    section = {"partition": "cpu", "time_min": 30, "mem": "4G", "sbatch": {"account": "lab"}}
+    args, _ = sweep_cli.parse_args(
+        ["--config=c.py", "--partition=gpu", "--gpus-per-task=1", "--sbatch=--qos=high"]
+    )
+    opts = sweep_cli.slurm_options(args, section)
+    assert (opts.partition, opts.time_min, opts.mem, opts.gpus_per_task) == ("gpu", 30, "4G", 1)
+    assert opts.sbatch == {"account": "lab", "qos": "high"}
+    params = opts.submitit_parameters()
+    assert params["additional_parameters"] == {"account": "lab", "qos": "high"}
+    assert "cpus_per_task" not in params  # unset: Slurm's default, not submitit's
+    with pytest.raises(sweep_cli.ConfigError, match="unknown field sweep.gpus"):
+        sweep_cli.sweep_section({"sweep": {"gpus": 1}})

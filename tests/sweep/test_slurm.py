@@ -50,9 +50,8 @@ def cluster(tmp_path_factory):
     start = subprocess.run(
         [SCRIPT, "start", state], env=env, capture_output=True, text=True, timeout=1200
     )
-    pidfiles = [state / "run" / "slurmctld.pid", state / "run" / "slurmd.pid"]
-    pidfiles.append(state / "munge" / "munged.pid")
-    pids = [int(f.read_text()) for f in pidfiles if f.exists()]
+    listed = subprocess.run([SCRIPT, "pids", state], capture_output=True, text=True, timeout=60)
+    pids = [int(p) for p in listed.stdout.split()]
     try:
         assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
         assert len(pids) == 3
