@@ -62,6 +62,10 @@ _NO_PARAMS = "sharpness-aware rules need the parameters: call update(grads, stat
 AdaptiveMask = None | str | Any | Callable[[optax.Params], Any]
 
 
+def _is_number(x, value: float) -> bool:
+    return isinstance(x, int | float) and x == value
+
+
 def _resolve_mask(adaptive_mask: AdaptiveMask, params: optax.Params):
     """Returns a tree of Python bools: True where ASAM scales by ``|w| + eta``."""
     if adaptive_mask is None:
@@ -115,7 +119,8 @@ def scale_by_sharpness_aware(
         if flood_level is not None and loss is None:
             raise ValueError("flooding needs the current loss: call update(..., loss=L(params))")
         out = updates
-        if alpha != 0:
+        # alpha is an array under optax.inject_hyperparams: only a Python 0 or 1 takes a shortcut.
+        if not _is_number(alpha, 0):
             if grad_fn is None:
                 raise ValueError(
                     "sharpness-aware rules need the extra argument grad_fn(params) -> grads: "
@@ -137,7 +142,7 @@ def scale_by_sharpness_aware(
                 lambda w, d: w + (factor * d).astype(w.dtype), params, direction
             )
             adversarial = grad_fn(perturbed)
-            if alpha == 1:
+            if _is_number(alpha, 1):
                 out = adversarial
             else:
                 out = jax.tree.map(lambda g, ga: (1 - alpha) * g + alpha * ga, updates, adversarial)
@@ -195,7 +200,7 @@ def scale_by_gradient_norm_regularization(
     ``(1 - a) g + a grad L(w + radius g / ||g||)`` with ``a = strength / radius``; with
     ``normalize=False`` the penalty is ``(strength / 2) ||grad L||^2`` and the step ``radius g``.
     """
-    if radius <= 0:
+    if isinstance(radius, int | float) and radius <= 0:
         raise ConfigError(f"gradient_norm_regularization needs radius > 0, got {radius}")
     return scale_by_sharpness_aware(
         radius, strength / radius, normalize=normalize, flood_level=flood_level, eps=eps
