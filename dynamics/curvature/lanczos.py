@@ -13,8 +13,8 @@ The loop is one ``lax.scan`` (an unrolled 30-step Python loop took 51 s to compi
 4 s) over pytree vectors: the basis is a pytree with a leading axis of size m on every leaf, so
 sharded parameters give sharded Krylov vectors and nothing is raveled.
 
-If the Krylov space is exhausted (beta = 0: v0 lies in an invariant subspace, e.g. a warm start
-made of exact eigenvectors), the iteration restarts from a random vector orthogonal to the basis
+If the Krylov space is exhausted (beta = 0: v0 lies in an invariant subspace), the iteration
+restarts from a random vector orthogonal to the basis
 and records beta = 0, so T_m stays block tridiagonal and every later Ritz value is still valid.
 
 Example:
@@ -154,19 +154,64 @@ def _select(theta: jax.Array, valid: jax.Array, k: int, which: str) -> jax.Array
     return jnp.argsort(-jnp.where(valid, score, -jnp.inf))[:k]
 
 
-def warm_start(key: jax.Array, like: PyTree, init: PyTree | None, noise: float = 0.1) -> PyTree:
-    """A starting vector: the sum of earlier eigenvectors plus a little Gaussian noise.
+def seeded_rayleigh_ritz(
+    matvec: Matvec, seeds: PyTree, num_iters: int, key: jax.Array
+) -> tuple[jax.Array, PyTree, jax.Array]:
+    """The projection H = Q^T A Q on a Krylov space grown from several seed vectors.
 
-    The sum of k orthonormal vectors has an O(1) component along each, so all of them enter the
-    Krylov space at once; the noise (``noise`` times a unit vector) keeps directions the earlier
-    vectors miss (an eigenvalue that overtook them) reachable. Without ``init``: Gaussian.
+    The basis starts with the s orthonormalized seeds; processing basis vector j appends
+    A q_j orthogonalized (twice) against everything so far, so Q spans
+    span{S, A S, A^2 S, ...} (block Lanczos with block size s, one product per basis vector).
+    With one seed this is Lanczos and H is tridiagonal. Column j of H is Q^T A q_j restricted to
+    the vectors present at step j, which includes every row i <= j; H is assembled from that upper
+    triangle by symmetry. Returns H (m x m), the basis and which rows are nonzero.
     """
-    g = tree.normal_like(key, like)
-    if init is None:
-        return g
-    s = jax.tree.map(lambda x: jnp.sum(x, axis=0), init)
-    s = tree.scale(1.0 / tree.norm(s), s)
-    return tree.axpy(noise / tree.norm(g), g, s)
+    num_seeds = jax.tree.leaves(seeds)[0].shape[0]
+    like = tree.basis_get(seeds, 0)
+    basis = jax.tree.map(
+        lambda b, s: b.at[:num_seeds].set(s),
+        tree.basis_zeros(like, num_iters),
+        tree.orthonormalize(seeds),
+    )
+    dtype = jax.tree.leaves(like)[0].dtype
+    eps = jnp.finfo(dtype).eps
+
+    def restart(basis, i):
+        g = tree.normal_like(jax.random.fold_in(key, i), like)
+        v = tree.orthogonalize(basis, g)
+        n = tree.norm(v)
+        # When the basis already spans the whole space (m > dimension, toy problems only) nothing
+        # is left: the next vectors are zero and are flagged as not alive.
+        exhausted = n <= jnp.sqrt(eps) * tree.norm(g)
+        return tree.scale(jnp.where(exhausted, 0.0, 1.0 / jnp.where(exhausted, 1.0, n)), v)
+
+    def body(carry, j):
+        basis, size = carry
+        q = tree.basis_get(basis, j)
+        w = matvec(q)
+        c1 = tree.basis_dot(basis, w)
+        w = tree.sub(w, tree.basis_combine(basis, c1))
+        c2 = tree.basis_dot(basis, w)
+        w = tree.sub(w, tree.basis_combine(basis, c2))
+        beta = tree.norm(w)
+        size = jnp.maximum(size, jnp.max(jnp.abs(c1)))
+        breakdown = beta <= 100 * eps * size
+        q_next = jax.lax.cond(
+            breakdown,
+            restart,
+            lambda b, i: tree.scale(1.0 / jnp.where(breakdown, 1.0, beta), w),
+            basis,
+            j,
+        )
+        # Writes past the last row are dropped by JAX's out-of-bounds scatter semantics.
+        basis = tree.basis_set(basis, j + num_seeds, q_next)
+        return (basis, size), (c1 + c2, tree.norm(q) > 0.5)
+
+    (basis, _), (columns, alive) = jax.lax.scan(
+        body, (basis, jnp.zeros((), dtype)), jnp.arange(num_iters)
+    )
+    upper = jnp.triu(columns.T)
+    return upper + jnp.triu(upper, 1).T, basis, alive
 
 
 def eigsh(
@@ -181,11 +226,17 @@ def eigsh(
 ) -> Eigenpairs:
     """The k extreme eigenpairs of a symmetric operator by Lanczos, with true residuals.
 
+    Without ``init`` this is Lanczos with full reorthogonalization from a Gaussian vector. With
+    ``init`` (earlier eigenvectors, e.g. from the previous training step) the Krylov space is grown
+    from the earlier vectors *and* a Gaussian one together (see :func:`seeded_rayleigh_ritz`): a
+    single start vector could not separate clustered eigenvalues it mixes, while a block of seeds
+    reproduces each of them at once; the Gaussian seed keeps new directions reachable.
+
     Args:
       matvec: ``v -> A v``.
       like: a vector with the structure, shapes and dtypes of A's domain (e.g. the parameters).
       k: how many eigenpairs (static, ``k <= num_iters``).
-      num_iters: Krylov dimension m; the cost is m + k products.
+      num_iters: products spent on the Krylov space (its dimension); k more give the residuals.
       key: for the random start and restarts.
       init: earlier eigenvectors (a pytree with a leading axis) to warm start from.
       which: ``"LA"`` largest algebraic, ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
@@ -193,11 +244,15 @@ def eigsh(
     if k > num_iters:
         raise ValueError(f"k = {k} eigenpairs need num_iters >= k, got {num_iters}")
     start_key, restart_key = jax.random.split(key)
-    result = lanczos(matvec, warm_start(start_key, like, init), num_iters, restart_key)
-    theta, s, valid = ritz(result)
+    seeds = jax.tree.map(lambda x: x[None], tree.normal_like(start_key, like))
+    if init is not None:
+        seeds = jax.tree.map(lambda a, b: jnp.concatenate([a.astype(b.dtype), b]), init, seeds)
+    h, basis, alive = seeded_rayleigh_ritz(matvec, seeds, num_iters, restart_key)
+    theta, s = jnp.linalg.eigh(h)
+    valid = jnp.sum(jnp.where(alive[:, None], s**2, 0.0), axis=0) > 0.5
     idx = _select(theta, valid, k, which)
     values = theta[idx]
-    vectors = tree.basis_combine(result.basis, s[:, idx])
+    vectors = tree.basis_combine(basis, s[:, idx])
 
     def residual(args):
         lam, v = args
