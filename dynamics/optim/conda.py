@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dynamics.optim.orthogonal import accum_dtype
 from dynamics.optim.partition import matrix_optimizer, to_matrices
 from dynamics.optim.registry import OPTIMIZERS
 
@@ -40,9 +41,9 @@ class CondaState(NamedTuple):
 
     Attributes:
       count: number of updates so far (int32 scalar).
-      mu: first moment ``M`` per leaf, in the parameter space (float32).
-      nu: second moment ``V`` per leaf, in the rotated space, float32 ``(B, m, n)``.
-      basis: the ``(B, k, k)`` float32 singular basis ``P`` per leaf (``k = min(m, n)``).
+      mu: first moment ``M`` per leaf, in the parameter space (at least float32).
+      nu: second moment ``V`` per leaf, in the rotated space, ``(B, m, n)``.
+      basis: the ``(B, k, k)`` singular basis ``P`` per leaf (``k = min(m, n)``).
     """
 
     count: chex.Array
@@ -90,14 +91,14 @@ def scale_by_conda(
         def basis(p):
             b, m, n = to_matrices(jnp.zeros(p.shape, jnp.bool_), batch_ndim).shape
             return jnp.broadcast_to(
-                jnp.eye(min(m, n), dtype=jnp.float32), (b, min(m, n), min(m, n))
+                jnp.eye(min(m, n), dtype=accum_dtype(p.dtype)), (b, min(m, n), min(m, n))
             )
 
         return CondaState(
             count=jnp.zeros([], jnp.int32),
-            mu=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
+            mu=jax.tree.map(lambda p: jnp.zeros(p.shape, accum_dtype(p.dtype)), params),
             nu=jax.tree.map(
-                lambda p: jnp.zeros(to_matrices(p, batch_ndim).shape, jnp.float32), params
+                lambda p: jnp.zeros(to_matrices(p, batch_ndim).shape, accum_dtype(p.dtype)), params
             ),
             basis=jax.tree.map(basis, params),
         )
@@ -106,11 +107,11 @@ def scale_by_conda(
         del params
         refresh = state.count % update_proj_gap == 0
         count = optax.safe_increment(state.count)
-        t = count.astype(jnp.float32)
 
         def leaf(g, m, v, basis):
-            m = b1 * m + (1 - b1) * g.astype(jnp.float32)
-            gm, mm = to_matrices(g, batch_ndim).astype(jnp.float32), to_matrices(m, batch_ndim)
+            t = count.astype(m.dtype)
+            m = b1 * m + (1 - b1) * g.astype(m.dtype)
+            gm, mm = to_matrices(g, batch_ndim).astype(m.dtype), to_matrices(m, batch_ndim)
             left = gm.shape[-2] <= gm.shape[-1]
             basis = jax.lax.cond(refresh, lambda: _singular_basis(mm, left), lambda: basis)
             v = b2 * v + (1 - b2) * jnp.square(_rotate(gm, basis, left))

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dynamics.optim.orthogonal import accum_dtype
 from dynamics.optim.partition import to_matrices
 from dynamics.optim.registry import CONSTRAINTS
 
@@ -46,8 +47,8 @@ class PowerIterationState(NamedTuple):
     """State of the power-iteration constraints.
 
     Attributes:
-      v: per leaf, the float32 ``(B, n)`` estimate of the top right singular vector of each
-        matrix in the leaf's matrix view ``(B, m, n)``; an empty array for non-matrix leaves.
+      v: per leaf, the ``(B, n)`` estimate (at least float32) of the top right singular vector
+        of each matrix in the leaf's matrix view ``(B, m, n)``; empty for non-matrix leaves.
     """
 
     v: optax.Params
@@ -71,7 +72,7 @@ def top_singular(w: jax.Array, v: jax.Array, iters: int):
 
 
 def _power_constraint(project, *, power_iters: int, batch_ndim: int):
-    """Builds a constraint from ``project(w, sigma, u, v) -> w`` on float32 ``(B, m, n)``."""
+    """Builds a constraint from ``project(w, sigma, u, v) -> w`` on ``(B, m, n)`` matrices."""
 
     def init_fn(params):
         def v0(p):
@@ -79,7 +80,7 @@ def _power_constraint(project, *, power_iters: int, batch_ndim: int):
                 return jnp.zeros((0,), jnp.float32)
             b, _, n = to_matrices(jnp.zeros(p.shape, jnp.bool_), batch_ndim).shape
             # A fixed random start: a constant vector can be orthogonal to the top direction.
-            v = jax.random.normal(jax.random.key(0), (b, n), jnp.float32)
+            v = jax.random.normal(jax.random.key(0), (b, n), accum_dtype(p.dtype))
             return v / jnp.linalg.norm(v, axis=-1, keepdims=True)
 
         return PowerIterationState(v=jax.tree.map(v0, params))
@@ -93,7 +94,7 @@ def _power_constraint(project, *, power_iters: int, batch_ndim: int):
         def leaf(u, p, v):
             if not _is_matrix(p, batch_ndim):
                 return u, v
-            w = to_matrices(p + u, batch_ndim).astype(jnp.float32)
+            w = to_matrices(p + u, batch_ndim).astype(v.dtype)
             sigma, left, v = top_singular(w, v, power_iters)
             w = project(w, sigma[:, None, None], left, v)
             return (w.reshape(p.shape) - p).astype(u.dtype), v
@@ -156,7 +157,8 @@ def spectral_cap(*, bound: float = 1.0, batch_ndim: int = 0) -> optax.GradientTr
         def leaf(u, p):
             if not _is_matrix(p, batch_ndim):
                 return u
-            w = to_matrices(p + u, batch_ndim).astype(jnp.float32)
+            w = to_matrices(p + u, batch_ndim)
+            w = w.astype(accum_dtype(w.dtype))
             uu, s, vt = jnp.linalg.svd(w, full_matrices=False)
             w = (uu * jnp.minimum(s, bound)[:, None, :]) @ vt
             return (w.reshape(p.shape) - p).astype(u.dtype)

@@ -60,16 +60,21 @@ def _momentum_direction(g, m, count, *, beta, nesterov, bias_correction):
     if not bias_correction:
         u = (1 - beta) * g + beta * m.astype(g.dtype) if nesterov else m.astype(g.dtype)
         return m, u
-    t = count.astype(jnp.float32)
+    t = count.astype(accum_dtype(g.dtype))
     m_hat = m.astype(g.dtype) / (1 - beta ** (t + 1)).astype(g.dtype)
     if nesterov:
         return m, (beta * m_hat + (1 - beta) * g / (1 - beta**t).astype(g.dtype))
     return m, m.astype(g.dtype) / (1 - beta**t).astype(g.dtype)
 
 
+def accum_dtype(dtype):
+    """Statistics and norms are kept in at least float32 (float64 stays float64)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def _frobenius(x):
-    """Per-matrix Frobenius norm of a ``(B, m, n)`` stack, float32, shape ``(B, 1, 1)``."""
-    x = x.astype(jnp.float32)
+    """Per-matrix Frobenius norm of a ``(B, m, n)`` stack (at least float32), ``(B, 1, 1)``."""
+    x = x.astype(accum_dtype(x.dtype))
     return jnp.sqrt(jnp.sum(x * x, axis=(-2, -1), keepdims=True))
 
 
@@ -319,13 +324,12 @@ def scale_by_adamuon(
         return AdaMuonState(
             count=jnp.zeros([], jnp.int32),
             mu=_init_momentum(params, mu_dtype),
-            nu=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
+            nu=jax.tree.map(lambda p: jnp.zeros(p.shape, accum_dtype(p.dtype)), params),
         )
 
     def update_fn(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
-        bc2 = 1 - b2 ** count.astype(jnp.float32)
 
         def leaf(g, m, v):
             m, u = _momentum_direction(
@@ -333,7 +337,8 @@ def scale_by_adamuon(
             )
             if sign_stabilize:
                 u = jnp.sign(u)
-            o = orth(to_matrices(u, batch_ndim)).astype(jnp.float32)
+            o = orth(to_matrices(u, batch_ndim)).astype(v.dtype)
+            bc2 = 1 - b2 ** count.astype(v.dtype)
             v = b2 * v + (1 - b2) * jnp.square(o).reshape(v.shape)
             o = o / (jnp.sqrt(to_matrices(v, batch_ndim) / bc2) + eps)
             size = o.shape[-2] * o.shape[-1]
@@ -406,7 +411,7 @@ class NorMuonState(NamedTuple):
     Attributes:
       count: number of updates so far (int32 scalar).
       mu: the momentum ``m`` per leaf.
-      nu: per-neuron second moment, float32 ``(B, 1, fan_out)`` (``in_out`` layout) or
+      nu: per-neuron second moment (at least float32), ``(B, 1, fan_out)`` (``in_out`` layout) or
         ``(B, fan_out, 1)`` (``out_in``) for the matrix view ``(B, rows, cols)`` of each leaf.
     """
 
@@ -468,7 +473,7 @@ def scale_by_normuon(
         def nu(p):
             shape = list(to_matrices(jnp.zeros(p.shape, jnp.bool_), batch_ndim).shape)
             shape[axis] = 1
-            return jnp.zeros(shape, jnp.float32)
+            return jnp.zeros(shape, accum_dtype(p.dtype))
 
         return NorMuonState(
             count=jnp.zeros([], jnp.int32),
@@ -484,7 +489,7 @@ def scale_by_normuon(
             m, u = _momentum_direction(
                 g, m, count, beta=beta, nesterov=nesterov, bias_correction=False
             )
-            o = orth(to_matrices(u, batch_ndim)).astype(jnp.float32)
+            o = orth(to_matrices(u, batch_ndim)).astype(s.dtype)
             s = b2 * s + (1 - b2) * jnp.mean(jnp.square(o), axis=axis, keepdims=True)
             o_tilde = o * jax.lax.rsqrt(jnp.maximum(s, eps))
             o_tilde = o_tilde * (_frobenius(o) / jnp.maximum(_frobenius(o_tilde), 1e-10))
@@ -561,8 +566,8 @@ class AdaGOState(NamedTuple):
     Attributes:
       count: number of updates so far (int32 scalar).
       mu: the momentum ``M`` per leaf.
-      v_sq: the accumulated clipped squared gradient norms ``v_t^2``, one float32 scalar per
-        matrix (shape ``(B,)`` for the matrix view ``(B, m, n)`` of each leaf).
+      v_sq: the accumulated clipped squared gradient norms ``v_t^2``, one scalar (at least
+        float32) per matrix (shape ``(B,)`` for the matrix view ``(B, m, n)`` of each leaf).
     """
 
     count: chex.Array
@@ -619,7 +624,7 @@ def scale_by_adago(
     def init_fn(params):
         def v_sq(p):
             batch = to_matrices(jnp.zeros(p.shape, jnp.bool_), batch_ndim).shape[0]
-            return jnp.full((batch,), v0**2, jnp.float32)
+            return jnp.full((batch,), v0**2, accum_dtype(p.dtype))
 
         return AdaGOState(
             count=jnp.zeros([], jnp.int32),
@@ -639,7 +644,7 @@ def scale_by_adago(
             clipped = jnp.minimum(gnorm, gamma)
             v_sq = v_sq + jnp.square(clipped)
             step = jnp.maximum(min_step, clipped * jax.lax.rsqrt(v_sq))
-            o = orth(to_matrices(u, batch_ndim)).astype(jnp.float32) * step[:, None, None]
+            o = orth(to_matrices(u, batch_ndim)).astype(v_sq.dtype) * step[:, None, None]
             c = shape_factor(
                 g.shape, scaling=scaling, rms=rms, batch_ndim=batch_ndim, layout=layout
             )
@@ -760,7 +765,7 @@ def scale_by_auon(
             m, u = _momentum_direction(
                 g, m, count, beta=beta, nesterov=nesterov, bias_correction=False
             )
-            x = to_matrices(u, batch_ndim).astype(jnp.float32)
+            x = to_matrices(u, batch_ndim).astype(accum_dtype(u.dtype))
             if ns_steps:
                 x = newton_schulz(x, coeffs=ns_coeffs, steps=ns_steps, dtype=compute_dtype)
             x = x / (_frobenius(x) + 1e-7)

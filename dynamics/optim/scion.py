@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim.orthogonal import MuonState, _init_momentum, _split
+from dynamics.optim.orthogonal import MuonState, _init_momentum, _split, accum_dtype
 from dynamics.optim.orthogonalize import resolve_orthogonalizer
 from dynamics.optim.partition import fan_in_out, matrix_optimizer, to_matrices
 from dynamics.optim.registry import OPTIMIZERS
@@ -77,7 +77,7 @@ def scale_by_scion(
             return math.sqrt(fan_out / fan_in) * orth(d)
         if norm == "sign":
             return jnp.sign(d)
-        d = d.astype(jnp.float32)
+        d = d.astype(accum_dtype(d.dtype))
         return _normalize_lines(d, axis=-2 if norm == "column" else -1)
 
     def init_fn(params):
@@ -131,7 +131,7 @@ def scion(
       >>> p = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
       >>> _ = tx.update(p, tx.init(p), p)
     """
-    if constrained and weight_decay:
+    if constrained and isinstance(weight_decay, int | float) and weight_decay != 0:
         raise ValueError("scion(constrained=True) already decays by 1; leave weight_decay at 0")
     return matrix_optimizer(
         scale_by_scion(
