@@ -25,6 +25,7 @@ from dynamics.optim.orthogonalize import newton_schulz, polar_express, svd_polar
 from dynamics.optim.partition import default_labels, matrix_optimizer, with_fallback
 from dynamics.optim.registry import CONSTRAINTS, FILTERS, OPTIMIZERS
 from dynamics.optim.scion import scale_by_scion, scion
+from dynamics.optim.shampoo import scale_by_shampoo, shampoo
 from dynamics.optim.sharpness_aware import (
     asam,
     gradient_norm_regularization,
@@ -34,3 +35,4 @@ from dynamics.optim.sharpness_aware import (
     scale_by_sam,
     scale_by_sharpness_aware,
 )
+from dynamics.optim.soap import scale_by_soap, soap
