@@ -62,6 +62,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
             _fail("--config=configs/NAME.py[:preset] is required")
     except SystemExit:
         raise
+    except AttributeError as e:
+        # config_flags raises a bare AttributeError("'depth'") for an override of a missing field.
+        key = str(e).strip("\"'")
+        overrides = [a[len("--config.") :].split("=")[0] for a in argv if a.startswith("--config.")]
+        field = next((p for p in overrides if key in p.split(".")), key)
+        _fail(f"unknown field config.{field}: the config defines no such key")
     except Exception as e:  # noqa: BLE001 -- any error loading the config is the user's to fix
         _fail(" ".join(str(e).split()) or type(e).__name__)
     return rest

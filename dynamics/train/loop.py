@@ -269,8 +269,14 @@ def _train(run, workdir, resume, start_time, is_main, progress_state):
     param_shardings = sharding.param_sharding(mesh, jax.eval_shape(init_params, init_key))
     params = jax.jit(init_params, out_shardings=param_shardings)(init_key)
     opt_state = jax.jit(run.tx.init)(params)
-    step0 = jax.device_put(jnp.int32(0), sharding.replicated(mesh))
-    state = TrainState(step0, params, opt_state)
+    # Pinning the state's shardings on the way in and out keeps one compilation of the step: the
+    # initial state would otherwise differ in placement from the states the step returns.
+    state_shardings = TrainState(
+        sharding.replicated(mesh),
+        param_shardings,
+        sharding.state_sharding(mesh, opt_state),
+    )
+    state = jax.device_put(TrainState(jnp.int32(0), params, opt_state), state_shardings)
 
     loss_fn = step.make_loss_fn(run.model.apply, run.per_example_loss)
     ctx = ProbeContext(
@@ -309,7 +315,19 @@ def _train(run, workdir, resume, start_time, is_main, progress_state):
         config.data.batch_size,
         sharding.batch_sharding(mesh),
     )
-    multi_step = jax.jit(step.make_multi_step(one_step), donate_argnums=0)
+    replicated = sharding.replicated(mesh)
+    multi_step = jax.jit(
+        step.make_multi_step(one_step),
+        in_shardings=(
+            state_shardings,
+            jax.tree.map(lambda a: a.sharding, train_set),
+            replicated,
+            replicated,
+        ),
+        out_shardings=(state_shardings, replicated, replicated),
+        donate_argnums=0,
+    )
+    data_key = jax.device_put(data_key, replicated)
 
     events = _Schedule(config, run.probes)
     writer = None
@@ -382,12 +400,19 @@ def _train(run, workdir, resume, start_time, is_main, progress_state):
         if writer is not None:
             writer.close()
 
-    elapsed = time.perf_counter() - loop_start if loop_start is not None else 0.0
+    # The first chunk compiles; the rate counts the steps after it (or, if there were none,
+    # everything since the start of the run).
+    now = time.perf_counter()
+    if loop_start is not None and t > loop_start_step:
+        steps_per_sec = (t - loop_start_step) / (now - loop_start)
+    else:
+        steps_per_sec = (t - int(resumed_from or 0)) / (now - start_time)
     timing = {
         "time_to_first_step_sec": first_step_time,
-        "steps_per_sec": (t - loop_start_step) / elapsed if elapsed > 0 else None,
-        "wall_time_sec": time.perf_counter() - start_time,
+        "steps_per_sec": steps_per_sec,
+        "wall_time_sec": now - start_time,
         "resumed_from": resumed_from,
+        "step_compilations": multi_step._cache_size(),
     }
     result = summary.build(
         config,

@@ -64,6 +64,19 @@ def param_sharding(mesh: Mesh, params: Any) -> Any:
     return jax.tree.map(rule, params)
 
 
+def state_sharding(mesh: Mesh, tree: Any) -> Any:
+    """The shardings of an array tree computed from sharded inputs (e.g. an optimizer state).
+
+    Leaves jit placed by propagation keep their ``NamedSharding``; leaves that depend on no
+    sharded input (step counters) are replicated over the mesh.
+    """
+
+    def one(x):
+        return x.sharding if isinstance(x.sharding, NamedSharding) else replicated(mesh)
+
+    return jax.tree.map(one, tree)
+
+
 def put(tree: Any, shardings: Any) -> Any:
     """Host arrays -> global device arrays with the given shardings (multi-process safe).
 

@@ -1,0 +1,112 @@
+"""``python -m experiments.run`` in subprocesses: errors, refusals, kill + resume, divergence.
+
+Each JAX process start costs seconds, so the runs are tiny and few.
+"""
+
+import json
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dynamics.train.metrics import read_records
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = "--config=configs/classification.py:digits_mlp"
+SMALL = ["--config.model.widths=(8,)", "--config.data.batch_size=32", "--config.log_every=10"]
+
+
+def _env():
+    env = dict(os.environ, CI="1")
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    return env
+
+
+def _cmd(*args):
+    return [sys.executable, "-m", "experiments.run", CONFIG, *SMALL, *args]
+
+
+def _run(*args, timeout=300):
+    return subprocess.run(
+        _cmd(*args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("--config.model.name=mlpp", ["model.name", "mlp", "transformer"]),
+        ("--config.num_steps=many", ["num_steps", "many"]),
+        ("--config.model.depth=3", ["model.depth"]),
+        ("--config.mesh.data=2", ["mesh.data", "devices"]),
+    ],
+)
+def test_config_errors_exit_2_with_one_line_and_write_nothing(tmp_path, override, words):
+    workdir = tmp_path / "run"
+    result = _run(override, f"--workdir={workdir}")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0]
+    assert not workdir.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_workdir_is_refused_untouched(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = _run("--config.num_steps=5", f"--workdir={tmp_path}")
+    assert result.returncode == 2
+    assert "--resume or --overwrite" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_sigkill_then_resume_writes_the_uninterrupted_metrics(tmp_path):
+    args = ["--config.num_steps=1000", "--config.eval_every=50", "--config.checkpoint_every=50"]
+    full = _run(*args, f"--workdir={tmp_path / 'full'}")
+    assert full.returncode == 0, full.stderr
+    expected = read_records(tmp_path / "full" / "metrics.jsonl")
+
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _cmd(*args, f"--workdir={workdir}"),
+        cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        records = read_records(workdir / "metrics.jsonl")
+        if records and records[-1]["step"] >= 120:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = read_records(workdir / "metrics.jsonl")[-1]["step"]
+    assert killed_at < 1000
+
+    resumed = _run(*args, f"--workdir={workdir}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert 50 <= summary["resumed_from"] <= killed_at
+    assert read_records(workdir / "metrics.jsonl") == expected
+
+
+def test_divergence_is_a_recorded_result(tmp_path):
+    result = _run("--config.num_steps=300", "--config.optimizer.learning_rate=1e4",
+                  f"--workdir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "diverged" in result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    step = summary["diverged_step"]
+    assert 0 < step < 300 and summary["step"] == step
+    records = read_records(tmp_path / "metrics.jsonl")
+    assert records[-1]["step"] == step
+    assert not math.isfinite(records[-1]["loss"])
+    assert (tmp_path / "plots" / "loss.png").exists()

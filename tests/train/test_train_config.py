@@ -1,0 +1,102 @@
+"""Config validation: every kind of error is one ConfigError line naming the field and choices."""
+
+import ml_collections
+import pytest
+
+from configs import classification
+from dynamics.data import load_dataset
+from dynamics.registry import ConfigError
+from dynamics.train.config import base_config, section_kwargs, validate
+from dynamics.train.loop import build
+
+
+def _config(**changes):
+    config = classification.get_config("digits_mlp")
+    for path, value in changes.items():
+        *parents, leaf = path.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        with node.ignore_type():
+            node[leaf] = value
+    return config
+
+
+def test_presets_and_base_config_validate():
+    validate(base_config())
+    validate(classification.get_config("digits_mlp"))
+    validate(classification.get_config("modular_mlp"))
+
+
+@pytest.mark.parametrize(
+    "changes, field, choice",
+    [
+        ({"model.name": "mlpp"}, "model.name", "mlp"),
+        ({"data.name": "digitz"}, "data.name", "digits"),
+        ({"loss.name": "l2"}, "loss.name", "cross_entropy"),
+        ({"optimizer.name": "adamm"}, "optimizer.name", "adamw"),
+        ({"optimizer.schedule.name": "cos"}, "optimizer.schedule.name", "warmup_cosine"),
+        ({"optimizer.filter.name": "nope"}, "optimizer.filter.name", "grokfast_ema"),
+        ({"optimizer.constraint.name": "nope"}, "optimizer.constraint.name", ""),
+        ({"model.depth": 3}, "model.depth", "widths"),
+        ({"optimizer.betas": 0.9}, "optimizer.betas", "learning_rate"),
+        ({"optimizer.schedule.warmup": 3}, "optimizer.schedule.warmup", ""),
+        ({"num_steps": 0}, "num_steps", ">= 1"),
+        ({"log_every": 2.5}, "log_every", "integer"),
+        ({"precision": "bfloat16"}, "precision", "float64"),
+        ({"optimizer.learning_rate": "fast"}, "optimizer.learning_rate", "number"),
+        ({"mesh.data": 16}, "mesh.data", "devices"),
+        ({"mesh.data": 8, "data.batch_size": 60}, "data.batch_size", "mesh.data"),
+        ({"stop.train_accuracy": 1.5}, "stop.train_accuracy", "(0, 1]"),
+    ],
+)
+def test_invalid_configs_raise_one_line_naming_the_field(changes, field, choice):
+    config = _config(**changes)
+    with pytest.raises(ConfigError) as err:
+        validate(config, num_devices=8)
+    message = str(err.value)
+    assert "\n" not in message
+    leaf = field.rsplit(".", 1)[-1]
+    assert field in message or (leaf in message and field.split(".")[0] in message)
+    assert choice in message
+
+
+def test_unknown_probe_and_probe_fields():
+    config = _config()
+    config.probes = ml_collections.ConfigDict({"sharpnes": {"every": 10}})
+    with pytest.raises(ConfigError, match=r"probes\.sharpnes.*evaluation"):
+        validate(config)
+    config.probes = ml_collections.ConfigDict({"weight_norms": {"every": 10, "ord": 2}})
+    with pytest.raises(ConfigError, match=r"probes\.weight_norms\.ord"):
+        validate(config)
+    config.probes = ml_collections.ConfigDict({"weight_norms": {}})
+    with pytest.raises(ConfigError, match=r"probes\.weight_norms\.every"):
+        validate(config)
+
+
+def test_build_reports_shapes_only_the_data_knows():
+    num_train = len(load_dataset({"name": "digits"}, seed=0).train["y"])
+    with pytest.raises(
+        ConfigError, match=rf"data\.batch_size = 5000 is larger than .* {num_train}"
+    ):
+        build(_config(**{"data.batch_size": 5000}))
+    # A full batch that does not split evenly over the data shards.
+    shards = next(d for d in range(2, 9) if num_train % d)
+    with pytest.raises(ConfigError, match=rf"mesh\.data = {shards}"):
+        build(_config(**{"mesh.data": shards}))
+    # A classification loss on regression targets: only tracing init + forward + loss tells.
+    config = _config()
+    config.data = ml_collections.ConfigDict({"name": "synthetic", "kind": "teacher"})
+    config.data.batch_size = None
+    config.loss.name = "cross_entropy"
+    with pytest.raises(ConfigError, match=r"model 'mlp' and loss 'cross_entropy' do not fit"):
+        build(config)
+
+
+def test_section_kwargs_leave_out_the_runner_keys():
+    config = _config(**{"data.batch_size": 32})
+    assert section_kwargs(config, "data") == {}
+    assert section_kwargs(config, "model") == {"widths": (64, 64), "activation": "tanh"}
+    config.optimizer.name = "momentum"
+    config.optimizer.momentum = 0.5
+    assert section_kwargs(config, "optimizer") == {"momentum": 0.5}
