@@ -327,7 +327,8 @@ def _train(run, workdir, resume, start_time, is_main, progress_state):
         out_shardings=(state_shardings, replicated, replicated),
         donate_argnums=0,
     )
-    data_key = jax.device_put(data_key, replicated)
+    # device_put cannot target another process's devices; a jit can (multi-process runs).
+    data_key = jax.jit(lambda k: k, out_shardings=replicated)(data_key)
 
     events = _Schedule(config, run.probes)
     writer = None
