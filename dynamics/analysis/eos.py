@@ -25,6 +25,8 @@ Example::
 The registered analysis ``"edge_of_stability"`` reads ``config.analysis.metric`` (default
 ``"sharpness"``) and its ``<metric>_threshold`` from the run's records, writes the summary and
 the figure ``plots/edge_of_stability.png`` (metric with its threshold, and the loss).
+``config.analysis.threshold`` overrides the logged threshold: a number, or ``"optimizer"`` for
+the linear-stability threshold of the configured rule (:func:`optimizer_threshold`).
 """
 
 from __future__ import annotations
@@ -118,6 +120,26 @@ def eos_summary(
     return out
 
 
+def optimizer_threshold(optimizer: Any) -> float:
+    """The sharpness threshold of a constant-lr rule from its config section.
+
+    GD ``2/lr``; heavy ball ``(2 + 2b)/lr``; Nesterov ``(2 + 2b)/(lr (1 + 2b))``; unnormalized SAM
+    on GD ``(sqrt(1 + 8 rho/lr) - 1)/(2 rho)`` (see :mod:`dynamics.curvature.thresholds`).
+    """
+    from dynamics.curvature import thresholds
+
+    lr, name = optimizer["learning_rate"], optimizer["name"]
+    if name == "sgd":
+        return thresholds.gd_threshold(lr)
+    if name == "momentum":
+        return thresholds.momentum_threshold(lr, optimizer.get("momentum", 0.9))
+    if name == "nesterov":
+        return thresholds.nesterov_threshold(lr, optimizer.get("momentum", 0.9))
+    if name == "sam" and not optimizer.get("normalize", True) and optimizer.get("base") == "sgd":
+        return thresholds.unnormalized_sam_threshold(lr, optimizer.get("rho", 0.05))
+    raise ValueError(f"no closed-form sharpness threshold for optimizer {name!r}")
+
+
 def series(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
     """``(steps, values)`` of the records that carry ``key``."""
     rows = [(r["step"], r[key]) for r in records if key in r and r[key] is not None]
@@ -139,14 +161,17 @@ def plot_metric_and_loss(
     loss_key: str,
     path: str | pathlib.Path,
     title: str = "",
+    extras: Sequence[str] = (),
 ) -> None:
-    """Left: ``metric`` of each run with its threshold (dashed); right: the loss (log scale)."""
+    """Left: ``metric`` of each run with its threshold (dashed), ``extras`` dotted on a twin
+    axis; right: the loss (log scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax_x = ax_m.twinx() if extras else None
     for i, (label, records) in enumerate(runs):
         color = f"C{i}"
         steps, values = series(records, metric)
@@ -154,6 +179,11 @@ def plot_metric_and_loss(
         ax_m.plot(steps, values, color=color, label=label)
         if t_steps.size:
             ax_m.plot(t_steps, thresholds, "--", color=color, lw=1)
+        if extras:
+            for extra in extras:
+                e_steps, e_values = series(records, extra)
+                ax_x.plot(e_steps, e_values, ":", color=color, label=f"{label} {extra}")
+            ax_x.set_ylabel(f"dotted: {', '.join(extras)}")
         l_steps, losses = series(records, loss_key)
         ax_l.plot(l_steps, losses, color=color, lw=0.8, label=label)
     ax_m.set_xlabel("step")
@@ -179,13 +209,22 @@ def edge_of_stability(
     loss_key = settings.get("loss_key", "loss")
     steps, values = series(records, metric)
     _, thresholds = series(records, f"{metric}_threshold")
+    fixed = settings.get("threshold")
+    if fixed is not None:
+        fixed = optimizer_threshold(config.optimizer) if fixed == "optimizer" else float(fixed)
+        thresholds = np.full(steps.shape, fixed)
+        records = [r | {f"{metric}_threshold": fixed} if metric in r else r for r in records]
     loss_steps, losses = series(records, loss_key)
     if not steps.size or thresholds.size != steps.size:
         raise ValueError(f"edge_of_stability needs '{metric}' and '{metric}_threshold' records")
     summary = {"metric": metric} | eos_summary(steps, values, thresholds, loss_steps, losses)
-    for extra in settings.get("also_plot", ()):
+    extras = tuple(settings.get("also_plot", ()))
+    for extra in extras:
         _, extra_values = series(records, extra)
         if extra_values.size:
+            summary[f"{extra}_initial"] = float(extra_values[0])
             summary[f"{extra}_final"] = float(extra_values[-1])
-    plot_metric_and_loss([("run", records)], metric, loss_key, plots_dir / "edge_of_stability.png")
+    plot_metric_and_loss(
+        [("run", records)], metric, loss_key, plots_dir / "edge_of_stability.png", extras=extras
+    )
     return summary

@@ -59,6 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynamics.analysis import ANALYSES
+
 
 def network_output(w: jax.Array, x: float = 1.0) -> jax.Array:
     """``f(x) = x * prod_i w_i``."""
@@ -199,3 +201,101 @@ def gfs_summary(gfs: jax.Array, learning_rate: float) -> dict[str, float]:
         "gfs_max_relative_increase": float(np.max(increase)),
         "gfs_step_of_max_increase": int(np.argmax(increase)) + 1,
     }
+
+
+def _datum(config) -> tuple[float, float]:
+    """The run's one training example ``(x, y)`` as Python floats (exact float64 copies)."""
+    from dynamics.data import load_dataset
+
+    train = load_dataset(config.data, config.seed).train
+    if train["x"].size != 1 or train["y"].size != 1:
+        raise ValueError("scalar_gfs needs a dataset with one scalar training example")
+    return float(train["x"].reshape(())), float(train["y"].reshape(()))
+
+
+def plot_gfs(traj: dict, learning_rate: float, flattest: float, path) -> None:
+    """GFS sharpness with ``2/lr`` and the flattest minimum's sharpness; the loss (log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_s, ax_l) = plt.subplots(1, 2, figsize=(10, 3.6))
+    steps = np.arange(len(traj["loss"]))
+    ax_s.plot(steps, traj["gfs_sharpness"], label="GFS sharpness")
+    ax_s.axhline(2.0 / learning_rate, ls="--", color="k", lw=1, label="2/lr")
+    ax_s.axhline(flattest, ls=":", color="gray", lw=1, label="flattest minimum")
+    ax_s.set_xscale("symlog", linthresh=10)
+    ax_s.set_xlabel("step")
+    ax_s.legend(fontsize=8)
+    ax_l.plot(steps, np.maximum(np.asarray(traj["loss"]), 1e-300))
+    ax_l.set_yscale("log")
+    ax_l.set_xscale("symlog", linthresh=10)
+    ax_l.set_xlabel("step")
+    ax_l.set_ylabel("loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+@ANALYSES.register("scalar_gfs")
+def scalar_gfs(records, config, plots_dir) -> dict:
+    """Float64 GD on the run's scalar network and datum, with the GFS sharpness every step.
+
+    Independent of the runner's precision: GD is re-run here in float64 from
+    ``config.model.init_weights`` with ``config.optimizer.learning_rate`` (plain GD, constant
+    lr) for ``config.num_steps`` steps; ``runner_loss_max_rel_diff`` compares its losses
+    with the run's logged ``loss`` (the loss of the parameters *before* each logged step's
+    update, as the runner logs it) where that loss is above 1e-10. The end point is cross-checked twice: RK4 gradient flow
+    from the last iterate against the closed-form GF solution, and Lanczos
+    (``dynamics.curvature.top_eigenpairs``) on the Hessian at that solution against ``S``.
+    Writes ``plots/scalar_gfs.png``.
+    """
+    from dynamics.curvature import top_eigenpairs
+
+    if config.optimizer.name != "sgd" or config.optimizer.schedule.name != "constant":
+        raise ValueError("scalar_gfs re-runs plain GD: optimizer sgd with a constant lr")
+    x, y = _datum(config)
+    lr = float(config.optimizer.learning_rate)
+    with jax.enable_x64(True):
+        w0 = jnp.asarray(config.model.init_weights, jnp.float64)
+        traj = gradient_descent(w0, y, x, lr, int(config.num_steps))
+        traj = {k: np.asarray(v) for k, v in traj.items()}
+        w_end = jnp.asarray(traj["weights"][-1])
+        w_star = gfs_solution(w_end, y, x)
+        sharp_end = float(gfs_sharpness(w_end, y, x))
+        time = 50.0 / sharp_end
+        w_flow = gradient_flow(w_end, y, x, time, 20000)
+        eig = top_eigenpairs(
+            lambda w, b: jnp.mean(0.5 * (b["x"] * jnp.prod(w) - b["y"]) ** 2),
+            w_star,
+            {"x": jnp.array([x]), "y": jnp.array([y])},
+            k=1,
+            num_iters=len(w0),
+            key=jax.random.key(0),
+            precision=None,
+        )
+        lanczos_top = float(eig[0][0])
+    summary = gfs_summary(traj["gfs_sharpness"], lr)
+    summary |= {
+        "depth": len(w0),
+        "x": x,
+        "y": y,
+        "learning_rate": lr,
+        "flattest_sharpness": flattest_sharpness(len(w0), y, x),
+        "final_loss": float(traj["loss"][-1]),
+        "sign_changes_first_step": int(np.sum(np.sign(traj["weights"][1]) != np.sign(w0))),
+        "gradient_flow_vs_closed_form": float(np.max(np.abs(np.asarray(w_flow - w_star)))),
+        "lanczos_vs_gfs_sharpness": abs(lanczos_top - sharp_end) / sharp_end,
+    }
+    logged = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    if logged:
+        steps, values = (np.asarray(a) for a in zip(*logged, strict=True))
+        # Relative differences of losses near 0 measure rounding, not disagreement.
+        ok = (steps <= config.num_steps) & (steps >= 1)
+        ok[ok] &= traj["loss"][steps[ok] - 1] > 1e-10
+        ref = traj["loss"][steps[ok] - 1]
+        diff = np.abs(values[ok] - ref) / np.maximum(np.abs(ref), 1e-300)
+        summary["runner_loss_max_rel_diff"] = float(np.max(diff))
+    plot_gfs(traj, lr, summary["flattest_sharpness"], plots_dir / "scalar_gfs.png")
+    return summary

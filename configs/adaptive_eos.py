@@ -1,0 +1,72 @@
+"""Adaptive edge of stability (Cohen et al. 2022), and each optimizer's edge in its own geometry.
+
+Full-batch Adam with frozen preconditioner ``P = sqrt(nu_hat) + eps`` is heavy ball with EMA
+momentum on ``P^-1/2 H P^-1/2``; it is stable while the *preconditioned* sharpness
+``lambda_max(P^-1/2 H P^-1/2)`` is below ``(2 + 2 b1)/((1 - b1) lr)`` = 38/lr at b1 = 0.9. Cohen et
+al. (2022) find it rises to that line and hovers there while the raw sharpness keeps growing.
+
+Presets (``--config=configs/adaptive_eos.py:<preset>``), all on the digits setup of
+``configs/edge_of_stability.py`` (64-200-200-10 tanh MLP, MSE, full batch):
+
+* ``adam`` (default): Adam lr 1e-3 (38/lr = 38,000), b1 0.9, b2 0.999; the
+  ``preconditioned_sharpness`` probe (with its threshold) and the raw ``sharpness`` alongside.
+* ``optimizers``: the ``step_stability`` probe -- the spectral radius of the linearized update
+  map of the whole optimizer step (``dynamics.curvature.stability``) -- against the line 1. The
+  default rule is GD (lr 0.08); ``get_sweep("optimizers")`` runs GD, heavy-ball momentum, Adam,
+  Muon and SOAP.
+
+Example:
+  python -m experiments.run --config=configs/adaptive_eos.py:adam
+  python -m experiments.sweep --config=configs/adaptive_eos.py:optimizers
+"""
+
+from dynamics.train.config import base_config
+
+PRESETS = ("adam", "optimizers")
+
+# Each rule at its usual step size on this problem (momentum at the momentum preset's 0.15).
+OPTIMIZER_ARMS = [
+    {"optimizer.name": "sgd", "optimizer.learning_rate": 0.08},
+    {"optimizer.name": "momentum", "optimizer.learning_rate": 0.15},
+    {"optimizer.name": "adam", "optimizer.learning_rate": 1e-3},
+    {"optimizer.name": "muon", "optimizer.learning_rate": 0.02},
+    {"optimizer.name": "soap", "optimizer.learning_rate": 3e-3},
+]
+
+
+def get_config(arg: str | None = None):
+    preset = arg or "adam"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(PRESETS)}")
+    config = base_config()
+    config.log_every = 1
+    config.eval_every = 250
+    config.checkpoint_every = 0
+    config.data.name = "digits"
+    config.model.name = "mlp"
+    config.model.update(widths=(200, 200), activation="tanh")
+    config.loss.name = "mse"
+    config.analysis.name = "edge_of_stability"
+    if preset == "adam":
+        config.num_steps = 1500
+        config.optimizer.name = "adam"
+        config.optimizer.learning_rate = 1e-3
+        config.optimizer.update(b1=0.9, b2=0.999, eps=1e-8)
+        config.probes.preconditioned_sharpness = dict(every=25)
+        config.probes.sharpness = dict(every=25)
+        config.analysis.metric = "preconditioned_sharpness"
+        config.analysis.also_plot = ("sharpness",)
+    else:
+        config.num_steps = 2000
+        config.optimizer.name = "sgd"
+        config.optimizer.learning_rate = 0.08
+        config.probes.step_stability = dict(every=50)
+        config.analysis.metric = "step_stability"
+        config.analysis.threshold = 1.0
+    return config
+
+
+def get_sweep(arg: str | None = None):
+    if (arg or "adam") == "optimizers":
+        return [dict(arm) for arm in OPTIMIZER_ARMS]
+    return [{"optimizer.learning_rate": lr} for lr in (5e-4, 1e-3, 2e-3)]

@@ -1,0 +1,102 @@
+"""Edge of stability under full-batch gradient descent (Cohen et al. 2021).
+
+Full-batch GD on MSE ``0.5 * sum_k (f_k - onehot(y)_k)^2`` (mean over examples); the ``sharpness``
+probe measures the top Hessian eigenvalue of the whole training set every ``probe_every`` steps by
+warm-started Lanczos and logs it with its stability threshold. Sharpness rises (progressive
+sharpening) to the threshold and hovers there while the loss keeps falling non-monotonically.
+
+Presets (``--config=configs/edge_of_stability.py:<preset>``):
+
+* ``digits`` (default, the README's front door, under 3 minutes on 2 cores): scikit-learn digits
+  (standardized), 64-200-200-10 tanh MLP, lr 0.08 (2/lr = 25), 3,000 steps.
+* ``cifar5k``: Cohen et al.'s reference setup: the first 5,000 CIFAR-10 training images (pixels /
+  255, standardized per feature), 3072-200-200-10 tanh MLP, lr 0.01 (2/lr = 200), stop at 99%
+  train accuracy. Needs ``--config.data.path=DIR`` with the CIFAR-10 python batches.
+* ``momentum``: digits with heavy-ball momentum 0.9, lr 0.15: threshold (2 + 2b)/lr = 25.3.
+* ``sam``: digits with *unnormalized* SAM (``w <- w - lr grad L(w + rho grad L(w))``), rho 0.01,
+  lr 0.08: its own threshold ``lambda (1 + rho lambda) lr = 2``, i.e. 20.7 instead of GD's 25
+  ("SAM operates far from home", Agarwala & Dauphin 2023).
+* ``cnn``: digits as 8x8 images, a tanh CNN (16, 16 channels, average pooling, dense 64), lr 0.05.
+
+``get_sweep(preset)`` runs the preset at several learning rates; ``scripts`` and the docs combine
+them into one figure with a 2/lr line per run.
+
+The ``edge_of_stability`` analysis writes to ``summary.json``: the first step with sharpness >= 0.95
+x threshold, the fraction of later measurements within +-10%, the largest overshoot and whether the
+loss kept falling over long windows while it went up locally; the figure is
+``plots/edge_of_stability.png``.
+
+Example:
+  python -m experiments.run --config=configs/edge_of_stability.py:digits
+"""
+
+from dynamics import sweep as sw
+from dynamics.train.config import base_config
+
+LR = "optimizer.learning_rate"
+PRESETS = ("digits", "cifar5k", "momentum", "sam", "cnn")
+
+
+def _digits(config, probe_every=25):
+    config.num_steps = 3000
+    config.data.name = "digits"
+    config.model.name = "mlp"
+    config.model.update(widths=(200, 200), activation="tanh")
+    config.optimizer.learning_rate = 0.08
+    config.probes.sharpness = dict(every=probe_every)
+
+
+def get_config(arg: str | None = None):
+    preset = arg or "digits"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(PRESETS)}")
+    config = base_config()
+    config.seed = 0
+    config.log_every = 1  # period-2 oscillations of the loss are invisible at even intervals
+    config.eval_every = 250
+    config.checkpoint_every = 0
+    config.loss.name = "mse"
+    config.optimizer.name = "sgd"
+    config.analysis.name = "edge_of_stability"
+    config.analysis.metric = "sharpness"
+    if preset == "digits":
+        _digits(config)
+    elif preset == "cifar5k":
+        config.num_steps = 20000
+        config.data.name = "cifar10"
+        config.data.update(path="", num_train=5000, num_test=0)
+        config.model.name = "mlp"
+        config.model.update(widths=(200, 200), activation="tanh")
+        config.optimizer.learning_rate = 0.01
+        config.probes.sharpness = dict(every=100)
+        config.stop.train_accuracy = 0.99
+        config.log_every = 10
+    elif preset == "momentum":
+        _digits(config)
+        config.optimizer.name = "momentum"
+        config.optimizer.learning_rate = 0.15
+        config.optimizer.momentum = 0.9
+    elif preset == "sam":
+        _digits(config)
+        config.optimizer.name = "sam"
+        config.optimizer.update(rho=0.01, base="sgd", normalize=False)
+    elif preset == "cnn":
+        _digits(config)
+        config.data.flatten = False
+        config.model.name = "cnn"
+        config.model.update(channels=(16, 16), dense=(64,), activation="tanh", pool="avg")
+        config.optimizer.learning_rate = 0.05
+    return config
+
+
+def get_sweep(arg: str | None = None):
+    """Learning rates whose thresholds the preset's sharpness reaches within its budget."""
+    preset = arg or "digits"
+    lrs = {
+        "digits": [0.04, 0.06, 0.08, 0.1],
+        "cifar5k": [2 / 400, 0.01, 2 / 100],
+        "momentum": [0.1, 0.15],
+        "sam": [0.06, 0.08],
+        "cnn": [0.03, 0.05],
+    }[preset]
+    return sw.axis(LR, lrs)
