@@ -246,9 +246,10 @@ def scalar_gfs(records, config, plots_dir) -> dict:
     ``config.model.init_weights`` with ``config.optimizer.learning_rate`` (plain GD, constant
     lr) for ``config.num_steps`` steps; ``runner_loss_max_rel_diff`` compares its losses
     with the run's logged ``loss`` (the loss of the parameters *before* each logged step's
-    update, as the runner logs it) where that loss is above 1e-10. The end point is cross-checked twice: RK4 gradient flow
-    from the last iterate against the closed-form GF solution, and Lanczos
-    (``dynamics.curvature.top_eigenpairs``) on the Hessian at that solution against ``S``.
+    update, as the runner logs it) where that loss is above 1e-10. The end point is
+    cross-checked twice: RK4 gradient flow from the last iterate against the closed-form GF
+    solution, and Lanczos (``dynamics.curvature.top_eigenpairs``) on the Hessian at that
+    solution against ``S``.
     Writes ``plots/scalar_gfs.png``.
     """
     from dynamics.curvature import top_eigenpairs
