@@ -25,6 +25,7 @@ Example::
 The registered analysis ``"edge_of_stability"`` reads ``config.analysis.metric`` (default
 ``"sharpness"``) and its ``<metric>_threshold`` from the run's records, writes the summary and
 the figure ``plots/edge_of_stability.png`` (metric with its threshold, and the loss).
+``config.analysis.cross_fraction`` and ``band`` change 0.95 and 0.1;
 ``config.analysis.threshold`` overrides the logged threshold: a number, or ``"optimizer"`` for
 the linear-stability threshold of the configured rule (:func:`optimizer_threshold`).
 """
@@ -217,7 +218,9 @@ def edge_of_stability(
     loss_steps, losses = series(records, loss_key)
     if not steps.size or thresholds.size != steps.size:
         raise ValueError(f"edge_of_stability needs '{metric}' and '{metric}_threshold' records")
-    summary = {"metric": metric} | eos_summary(steps, values, thresholds, loss_steps, losses)
+    bands = {k: settings[k] for k in ("cross_fraction", "band") if k in settings}
+    summary = {"metric": metric, **bands}
+    summary |= eos_summary(steps, values, thresholds, loss_steps, losses, **bands)
     extras = tuple(settings.get("also_plot", ()))
     for extra in extras:
         _, extra_values = series(records, extra)
