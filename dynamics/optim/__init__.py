@@ -8,6 +8,7 @@ from dynamics.optim.constraints import (
     spectral_weight_decay,
 )
 from dynamics.optim.filters import grokfast_ema, grokfast_ma, orthogonal_gradient
+from dynamics.optim.kron import kron, scale_by_kron
 from dynamics.optim.orthogonal import (
     adago,
     adamuon,
@@ -36,3 +37,4 @@ from dynamics.optim.sharpness_aware import (
     scale_by_sharpness_aware,
 )
 from dynamics.optim.soap import scale_by_soap, soap
+from dynamics.optim.splus import scale_by_splus, splus, splus_eval_params
