@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         for run in m.runs:
             manifest.refresh(run)
         manifest.save(sweep_dir, m)
-        print("interrupted: run the same command again to resume", file=sys.stderr)
+        queued = " (queued Slurm jobs go on; it follows them)" if args.executor == "slurm" else ""
+        print(f"interrupted: run the same command again to resume{queued}", file=sys.stderr)
         return 130
     report(m, sweep_dir, args.metric or section.get("metric"), args.x or section.get("x"))
     return 0

@@ -124,11 +124,18 @@ def run_slurm(
             followed[job.job_id] = (run, submitit.SlurmJob(folder, job.job_id))
             on_change(run)
 
+    failures = 0
     while followed:
         time.sleep(poll_s)
         states = queue_states()
         if states is None:
+            # A busy controller refuses some queries; one that never answers is an outage, and
+            # the re-run after it follows the same jobs.
+            failures += 1
+            if failures * poll_s > 1800:
+                raise RuntimeError("squeue has failed for 30 minutes; re-run the sweep later")
             continue
+        failures = 0
         for job_id, (run, job) in list(followed.items()):
             if job_id not in states:
                 del followed[job_id]
