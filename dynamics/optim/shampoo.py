@@ -193,7 +193,9 @@ def scale_by_shampoo(
         )
 
         nu = jax.tree.map(
-            lambda v, g: _ema(v, jnp.square(g.astype(jnp.float32)), b2), state.nu, updates
+            lambda v, g: _ema(v, jnp.square(g.astype(_factor_dtype(g.dtype))), b2),
+            state.nu,
+            updates,
         )
         bc2 = jnp.where(b2 == 1.0, 1.0, 1.0 - b2**count)
         preconditioning = count >= start_preconditioning_step

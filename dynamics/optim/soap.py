@@ -18,7 +18,8 @@ axis; axes longer than ``max_precond_dim`` and 1-D leaves are left unrotated (pl
 
 Ablations of "What Really Matters in Matrix-Whitening Optimizers?" (2025):
 ``one_sided=True`` rotates only the shortest axis; ``variance_adaptation=False`` replaces Adam's
-``m / sqrt(v)`` by ``sign(m)`` in the eigenbasis (spectral normalization only, as in SPlus).
+``m / sqrt(v)`` by ``sign(m)`` in the eigenbasis, for every leaf (spectral normalization only, as
+in SPlus).
 
 Layout: every axis is treated alike, so Flax ``(in, out)`` and PyTorch ``(out, in)`` kernels give
 the same rule. The reference applies weight decay after the step to the updated weights; here it

@@ -107,7 +107,7 @@ def scale_by_splus(
             ema=optax.tree.zeros_like(params),
             stats=treedef.unflatten(stats),
             basis=treedef.unflatten(basis),
-            ema_rate=jnp.asarray(ema_rate, jnp.float32),
+            ema_rate=jnp.asarray(ema_rate, float),
         )
 
     def update_fn(updates, state, params=None):
