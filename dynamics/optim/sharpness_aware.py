@@ -19,11 +19,13 @@ taken over the whole parameter tree, and ``s = sign(L(w) - b)`` under flooding a
   The paper's ``T_w`` scales every parameter (``adaptive_mask=None``, the default); the reference
   code scales only tensors named ``weight`` and leaves biases at ``T = 1``, which
   ``adaptive_mask="matrices"`` reproduces for models whose only vectors are biases.
-* Finite-difference gradient regularization (Karakida et al. 2023): the gradient of
-  ``L + lambda ||grad L||`` is ``g + lambda H g / ||g||``; the forward difference of ``grad L``
-  along ``d = g / ||g||`` with step ``r`` turns it into the formula above with ``alpha =
-  lambda / r``. With ``normalize=False`` the same holds for ``L + (lambda / 2) ||grad L||^2`` (the
-  paper's form), and ``alpha = 1`` is unnormalized SAM.
+* Finite-difference gradient regularization: the gradient of ``L + lambda ||grad L||`` is
+  ``g + lambda H g / ||g||``; the forward difference of ``grad L`` along ``d = g / ||g||`` with
+  step ``r`` turns it into the formula above with ``alpha = lambda / r`` (the gradient norm
+  penalty of Zhao et al. 2022, the default). Karakida et al. 2023 penalize
+  ``(lambda / 2) ||grad L||^2``, whose gradient ``g + lambda H g`` is the same formula with the
+  unnormalized step ``d = g`` (``normalize=False``, their F-GR); ``alpha = 1`` there is
+  unnormalized SAM.
 * Unnormalized SAM ("SAM operates far from home", Agarwala & Dauphin 2023): on a quadratic with
   Hessian eigenvalue ``lambda``, SAM + GD multiplies that eigen-component by ``1 - lr lambda (1 +
   rho lambda)``, so it is linearly stable up to ``lr lambda (1 + rho lambda) = 2``.
@@ -195,10 +197,11 @@ def scale_by_gradient_norm_regularization(
     flood_level: float | None = None,
     eps: float = 1e-12,
 ) -> optax.GradientTransformationExtraArgs:
-    """Forward-difference gradient of ``L + strength ||grad L||`` (Karakida et al. 2023).
+    """Forward-difference gradient of ``L + strength ||grad L||`` (Zhao et al. 2022).
 
     ``(1 - a) g + a grad L(w + radius g / ||g||)`` with ``a = strength / radius``; with
-    ``normalize=False`` the penalty is ``(strength / 2) ||grad L||^2`` and the step ``radius g``.
+    ``normalize=False`` the penalty is ``(strength / 2) ||grad L||^2`` and the step ``radius g``
+    (Karakida et al. 2023's forward finite-difference GR, F-GR).
     """
     if isinstance(radius, int | float) and radius <= 0:
         raise ConfigError(f"gradient_norm_regularization needs radius > 0, got {radius}")
