@@ -12,7 +12,7 @@ Presets (``--config=configs/adaptive_eos.py:<preset>``), all on the digits setup
   ``preconditioned_sharpness`` probe (with its threshold) and the raw ``sharpness`` alongside.
 * ``optimizers``: the ``step_stability`` probe -- the spectral radius of the linearized update
   map of the whole optimizer step (``dynamics.curvature.stability``) -- against the line 1. The
-  default rule is GD (lr 0.08); ``get_sweep("optimizers")`` runs GD, heavy-ball momentum, Adam,
+  default rule is GD (lr 0.1); ``get_sweep("optimizers")`` runs GD, heavy-ball momentum, Adam,
   Muon and SOAP.
 
 Example:
@@ -24,10 +24,10 @@ from dynamics.train.config import base_config
 
 PRESETS = ("adam", "optimizers")
 
-# Each rule at its usual step size on this problem (momentum at the momentum preset's 0.15).
+# Each rule at its usual step size on this problem (momentum at the momentum preset's lr).
 OPTIMIZER_ARMS = [
-    {"optimizer.name": "sgd", "optimizer.learning_rate": 0.08},
-    {"optimizer.name": "momentum", "optimizer.learning_rate": 0.15},
+    {"optimizer.name": "sgd", "optimizer.learning_rate": 0.1},
+    {"optimizer.name": "momentum", "optimizer.learning_rate": 0.19},
     {"optimizer.name": "adam", "optimizer.learning_rate": 1e-3},
     {"optimizer.name": "muon", "optimizer.learning_rate": 0.02},
     {"optimizer.name": "soap", "optimizer.learning_rate": 3e-3},
@@ -62,7 +62,7 @@ def get_config(arg: str | None = None):
     else:
         config.num_steps = 2000
         config.optimizer.name = "sgd"
-        config.optimizer.learning_rate = 0.08
+        config.optimizer.learning_rate = 0.1
         config.probes.step_stability = dict(every=50)
         config.analysis.metric = "step_stability"
     return config
