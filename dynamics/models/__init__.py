@@ -29,12 +29,16 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from dynamics.registry import ConfigError, Registry, check_kwargs
 
 
 class Model(NamedTuple):
-    """``init(rng, x) -> params`` and pure ``apply(params, x) -> outputs [batch, num_outputs]``."""
+    """``init(rng, x) -> params`` and pure ``apply(params, x) -> outputs [batch, num_outputs]``.
+
+    Floating parameters come in JAX's default float dtype: float32, or float64 under x64.
+    """
 
     init: Callable[[jax.Array, jax.Array], Any]
     apply: Callable[[Any, jax.Array], jax.Array]
@@ -67,7 +71,13 @@ def from_linen(module: nn.Module) -> Model:
     """Wraps a linen module so callers never see the ``{"params": ...}`` collection."""
 
     def init(rng, x):
-        return module.init(rng, x)["params"]
+        # Flax creates float32 parameters even under x64; use the default float dtype like the
+        # non-Flax models, so a float64 run is float64 throughout.
+        dtype = jnp.result_type(float)
+        params = module.init(rng, x)["params"]
+        return jax.tree.map(
+            lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params
+        )
 
     def apply(params, x):
         return module.apply({"params": params}, x)
