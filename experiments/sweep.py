@@ -11,9 +11,9 @@ The runs are the override dicts of the config file's ``get_sweep(preset)`` (one 
 run. Re-running skips completed and diverged runs, resumes interrupted ones from their checkpoints
 and retries failed ones only with ``--retry-failed``. A failing or diverging run never stops the
 others. At the end the table of every run (status, swept values, summary metrics) is printed and
-written to ``DIR/results.csv``, and ``--metric`` (default: the first numeric summary metric) is
-plotted against ``--x`` (default: the first numeric swept field) in ``DIR/plots/``. ``--report``
-rebuilds table and plot from the manifest alone.
+written to ``DIR/results.csv``, and ``--metric`` (default: ``final.loss``, else the first numeric
+summary metric) is plotted against ``--x`` (default: the first numeric swept field) in
+``DIR/plots/``. ``--report`` rebuilds table and plot from the manifest alone.
 
 Slurm settings come from flags or from the config's ``sweep`` section (flags win)::
 
@@ -54,7 +54,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--dry-run", action="store_true", help="print what would run; change nothing")
     p.add_argument("--retry-failed", action="store_true", help="start failed runs again")
     p.add_argument("--report", action="store_true", help="table and plot from sweep.json only")
-    p.add_argument("--metric", help="summary metric to plot (default: the first numeric one)")
+    p.add_argument("--metric", help="summary metric to plot (default: final.loss)")
     p.add_argument("--x", help="swept field on the plot's x axis (default: first numeric one)")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between Slurm queue checks")
     slurm = p.add_argument_group("slurm (override the config's sweep section)")

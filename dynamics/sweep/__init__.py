@@ -19,7 +19,7 @@ Example (in ``configs/NAME.py``):
   4
 """
 
-from dynamics.sweep.grid import axis, chain, product, zip  # noqa: A004
+from dynamics.sweep.grid import axis, chain, product, zip
 from dynamics.sweep.naming import run_name
 
 __all__ = ["axis", "chain", "product", "run_name", "zip"]

@@ -56,7 +56,7 @@ def product(*sweeps: Sequence[Mapping[str, Any]]) -> list[Overrides]:
     return [_merge(combo) for combo in itertools.product(*sweeps)]
 
 
-def zip(*sweeps: Sequence[Mapping[str, Any]]) -> list[Overrides]:  # noqa: A001 (hyper-style name)
+def zip(*sweeps: Sequence[Mapping[str, Any]]) -> list[Overrides]:
     """The i-th runs of equally long sweeps merged into one run."""
     lengths = {len(s) for s in sweeps}
     if len(lengths) > 1:
