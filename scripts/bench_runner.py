@@ -16,6 +16,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import pathlib
+import sys
 import tempfile
 import time
 
@@ -23,8 +25,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from configs import classification
-from dynamics.train.loop import build, train
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # for configs/
+
+from configs import classification  # noqa: E402
+from dynamics.train.loop import build, train  # noqa: E402
 
 
 def bare_loop(run, steps: int) -> float:
@@ -77,6 +81,7 @@ def main():
     config.eval_every = 0
     config.checkpoint_every = 0
     config.progress = False
+    config.plots = False
     config.data.batch_size = args.batch_size
     run = build(config)
 

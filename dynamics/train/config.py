@@ -64,6 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
       stop.train_accuracy: stop early once the full-dataset train accuracy reaches this (None: off).
       analysis.name: an ``ANALYSES`` entry summarizing the run into ``summary.json`` (None: off).
       tensorboard: also write TensorBoard event files (needs tensorboardX).
+      plots: write the PNG figures of ``dynamics.train.plots`` into ``plots/`` at the end.
       progress: show a progress bar when stdout is a terminal.
     """
     c = ml_collections.ConfigDict()
@@ -90,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.stop = ml_collections.ConfigDict({"train_accuracy": config_dict.placeholder(float)})
     c.analysis = ml_collections.ConfigDict({"name": config_dict.placeholder(str)})
     c.tensorboard = False
+    c.plots = True
     c.progress = True
     return c
 

@@ -360,16 +360,20 @@ def _train(run, workdir, resume, start_time, is_main, progress_state):
     bar = tqdm.tqdm(
         total=config.num_steps, initial=t, disable=not _progress_enabled(config), dynamic_ncols=True
     )
+    # The first chunk is one step, so its end times compilation plus exactly one step; the rate
+    # counts the steps after it, up to the end of the last chunk.
     first_step_time = None
-    loop_start, loop_start_step = None, t
+    loop_start = loop_end = None
+    loop_start_step = t
     try:
         while t < config.num_steps:
-            n = events.next_event(t) - t
+            n = 1 if first_step_time is None else events.next_event(t) - t
             state, last, diverged_at = multi_step(state, train_set, data_key, jnp.int32(n))
-            diverged_at = int(diverged_at)
+            diverged_at = int(diverged_at)  # waits for the chunk
+            loop_end = time.perf_counter()
             if first_step_time is None:
-                first_step_time = time.perf_counter() - start_time
-                loop_start, loop_start_step = time.perf_counter(), t + n
+                first_step_time = loop_end - start_time
+                loop_start, loop_start_step = loop_end, t + n
             if diverged_at >= 0:
                 status, diverged_step = "diverged", diverged_at
                 t = diverged_at
@@ -401,11 +405,9 @@ def _train(run, workdir, resume, start_time, is_main, progress_state):
         if writer is not None:
             writer.close()
 
-    # The first chunk compiles; the rate counts the steps after it (or, if there were none,
-    # everything since the start of the run).
     now = time.perf_counter()
     if loop_start is not None and t > loop_start_step:
-        steps_per_sec = (t - loop_start_step) / (now - loop_start)
+        steps_per_sec = (t - loop_start_step) / (loop_end - loop_start)
     else:
         steps_per_sec = (t - int(resumed_from or 0)) / (now - start_time)
     timing = {
@@ -427,7 +429,8 @@ def _train(run, workdir, resume, start_time, is_main, progress_state):
     if is_main:
         from dynamics.train import plots
 
-        plots.plot_run(records, workdir / "plots")
+        if config.plots:
+            plots.plot_run(records, workdir / "plots")
         result.update(summary.analyze(config, records, workdir / "plots"))
         summary.write(workdir, result)
     return result

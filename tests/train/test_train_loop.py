@@ -34,6 +34,7 @@ def _config(**changes):
     config.checkpoint_every = 20
     config.data.batch_size = 64
     config.probes.weight_norms = {"every": 7}
+    config.plots = False
     for key, value in changes.items():
         *parents, leaf = key.split(".")
         node = config

@@ -31,7 +31,7 @@ class Evaluation(Probe):
     def _build(self, ctx: ProbeContext):
         classify = ctx.num_classes is not None
 
-        def evaluate(params, batch):
+        def evaluate_split(params, batch):
             outputs = ctx.apply_fn(params, batch["x"])
             loss = jnp.mean(ctx.per_example_loss(outputs, batch["y"]))
             metrics = {"loss": loss}
@@ -39,17 +39,23 @@ class Evaluation(Probe):
                 metrics["accuracy"] = jnp.mean(accuracy(outputs, batch["y"]).astype(loss.dtype))
             return metrics
 
+        def evaluate(params, splits):
+            # Both splits in one program: one compilation instead of one per split shape.
+            return {
+                f"{split}_{name}": value
+                for split, batch in splits.items()
+                for name, value in evaluate_split(params, batch).items()
+            }
+
         return jax.jit(evaluate)
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
         if self._evaluate is None:
             self._evaluate = self._build(ctx)
-        metrics = {}
-        for split, batch in (("train", ctx.train), ("test", ctx.test)):
-            if batch is not None:
-                for name, value in self._evaluate(params, batch).items():
-                    metrics[f"{split}_{name}"] = value
-        return metrics, probe_state
+        splits = {"train": ctx.train}
+        if ctx.test is not None:
+            splits["test"] = ctx.test
+        return self._evaluate(params, splits), probe_state
 
 
 def _leaf_name(path) -> str:

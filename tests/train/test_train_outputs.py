@@ -1,0 +1,67 @@
+"""What a run leaves on disk: metrics.jsonl after a kill, truncation on resume, plots, summary."""
+
+import datetime
+import json
+import math
+
+from configs import classification
+from dynamics.train import plots, summary
+from dynamics.train.metrics import MetricWriter, read_records, truncate
+from experiments.run import default_workdir
+
+
+def test_records_survive_a_cut_line_and_truncate_to_the_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    with MetricWriter(path) as writer:
+        for step in (0, 10, 20, 30):
+            writer.write({"step": step, "loss": 1.0 / (step + 1)})
+        writer.write({"step": 40, "loss": math.nan})
+    with open(path, "a") as f:
+        f.write('{"step": 50, "lo')  # a kill in the middle of a write
+    records = read_records(path)
+    assert [r["step"] for r in records] == [0, 10, 20, 30, 40]
+    assert math.isnan(records[-1]["loss"])
+    assert truncate(path, 20) == records[:3]
+    assert read_records(path) == records[:3]
+    with MetricWriter(path) as writer:  # the resumed run appends after the kept records
+        writer.write({"step": 30, "loss": 0.25})
+    assert [r["step"] for r in read_records(path)] == [0, 10, 20, 30]
+
+
+def test_tensorboard_events_when_asked(tmp_path):
+    with MetricWriter(tmp_path / "metrics.jsonl", tmp_path / "tb") as writer:
+        writer.write({"step": 1, "loss": 0.5, "grads": [1.0, 2.0]})
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
+
+
+def test_plots_pair_metrics_with_thresholds(tmp_path):
+    records = [
+        {"step": s, "loss": 1 / (s + 1), "train_accuracy": s / 10, "sharpness": s / 2,
+         "sharpness_threshold": 4.0, "weight_norm/a": 1.0 + s, "weight_norm/b": 2.0, "lr": 0.1}
+        for s in range(10)
+    ]  # fmt: skip
+    written = {p.name for p in plots.plot_run(records, tmp_path / "plots")}
+    assert written == {"loss.png", "accuracy.png", "sharpness.png", "metrics.png"}
+    assert all((tmp_path / "plots" / name).stat().st_size > 1000 for name in written)
+
+
+def test_summary_fields(tmp_path):
+    config = classification.get_config("digits_mlp")
+    records = [{"step": 0, "train_loss": 2.0}, {"step": 5, "loss": 1.0, "train_loss": 0.5}]
+    result = summary.build(config, records, status="completed", step=5, steps_per_sec=3.0)
+    assert result["final"] == {"train_loss": 0.5, "loss": 1.0}
+    assert result["status"] == "completed" and result["steps_per_sec"] == 3.0
+    assert result["versions"]["jax"] and result["devices"]["count"] >= 1
+    assert result["git_commit"] is None or len(result["git_commit"]) == 40
+    summary.write(tmp_path, result)
+    assert json.loads((tmp_path / "summary.json").read_text())["final"]["loss"] == 1.0
+
+
+def test_default_workdir_names_config_preset_and_time():
+    now = datetime.datetime(2026, 1, 2, 3, 4, 5)
+    path = default_workdir("configs/classification.py:modular_mlp", now)
+    assert str(path) == "runs/classification-modular_mlp/20260102-030405"
+    assert (
+        str(default_workdir("configs/classification.py", now))
+        == "runs/classification/20260102-030405"
+    )
