@@ -4,7 +4,8 @@ Every dataset constructor is registered in ``DATASETS`` as ``fn(seed: int, **kwa
 
 * ``modular_arithmetic``: ``a op b mod p`` (one-hot pairs or token sequences), grokking tasks.
 * ``digits``: scikit-learn's 1,797 8x8 handwritten digits, standardized.
-* ``synthetic``: teacher-network and linear regression, Gaussian inputs with random labels.
+* ``synthetic``: teacher-network and linear regression, Gaussian inputs with random labels;
+  ``points``: a few exact scalar regression examples (the datum of a scalar network).
 * ``cifar10``: CIFAR-10 read from the python-pickle batches in a directory the user gives.
 
 Inputs are float32 (or int32 tokens), classification labels int32 class indices, regression

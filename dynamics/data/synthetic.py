@@ -11,13 +11,20 @@ All inputs are ``x ~ N(0, I_input_dim)``; train and test are drawn from the same
   classification task that can only be memorized (REFERENCES.md, "Progressive sharpening on
   synthetic data": 1,000 Gaussian inputs in 32 dimensions, 10 random labels).
 
+``points`` is a separate entry for a handful of exact regression examples given in the config,
+e.g. the single datum ``(x, y)`` of a scalar network (Kreisler et al. 2023).
+
 Example:
+  >>> points(0, x=(1.0,), y=(2.0,)).train["y"]
+  array([[2.]], dtype=float32)
   >>> ds = synthetic(0, kind="random_labels", num_train=1000, num_test=0, input_dim=32)
   >>> ds.train["x"].shape, ds.train["y"][:5].dtype, ds.test
   ((1000, 32), dtype('int32'), None)
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -87,3 +94,21 @@ def synthetic(
     train = {"x": x[:num_train], "y": y[:num_train]}
     test = {"x": x[num_train:], "y": y[num_train:]} if num_test else None
     return Dataset(train, test, classes, spec)
+
+
+@DATASETS.register("points")
+def points(
+    seed: int, x: float | Sequence[float] = (1.0,), y: float | Sequence[float] = (1.0,)
+) -> Dataset:
+    """Scalar regression examples ``(x_i, y_i)`` exactly as given: inputs and targets ``[n, 1]``.
+
+    No test split; ``seed`` is unused.
+    """
+    del seed
+    xs = np.atleast_1d(np.asarray(x, np.float32)).reshape(-1, 1)
+    ys = np.atleast_1d(np.asarray(y, np.float32)).reshape(-1, 1)
+    if len(xs) != len(ys) or not len(xs):
+        raise ConfigError(
+            f"data.x and data.y need the same non-zero length, got {len(xs)}, {len(ys)}"
+        )
+    return Dataset({"x": xs, "y": ys}, None, None, DataSpec((1,), "float32", 1))

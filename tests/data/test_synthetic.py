@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from dynamics.data import load_dataset
 from dynamics.data.synthetic import synthetic
 from dynamics.registry import ConfigError
 
@@ -41,3 +42,14 @@ def test_random_labels():
     assert ds.train["x"].shape == (1000, 32) and abs(ds.train["x"].std() - 1.0) < 0.02
     with pytest.raises(ConfigError, match="data.kind"):
         synthetic(0, kind="spiral")
+
+
+def test_points_are_exact():
+    ds = load_dataset({"name": "points", "x": (1.0, -2.0), "y": (0.5, 3.0)}, seed=0)
+    np.testing.assert_array_equal(ds.train["x"], [[1.0], [-2.0]])
+    np.testing.assert_array_equal(ds.train["y"], [[0.5], [3.0]])
+    assert ds.test is None and ds.num_classes is None and ds.spec.num_outputs == 1
+    single = load_dataset({"name": "points", "x": 1.0, "y": -0.25}, seed=0)
+    assert single.train["x"].shape == (1, 1) and single.train["y"][0, 0] == -0.25
+    with pytest.raises(ConfigError, match="same non-zero length"):
+        load_dataset({"name": "points", "x": (1.0,), "y": ()}, seed=0)
