@@ -7,7 +7,9 @@ Python loop with the state donated. The runner's number is its own ``summary.jso
 ``steps_per_sec`` (the first, compiling chunk excluded), and its time to the first step counts
 from the start of this script's ``train`` call, compilation included. Each side runs
 ``--repeats`` times alternately and the best rate is kept, so a busy shared machine hurts both
-alike.
+alike. Wall-clock rates on a shared machine swing with its load, so CPU-time rates (steps per
+second of this process's CPU time, all threads) are printed too: for the runner, the difference
+between a ``steps`` run and a ``steps // 4`` run, which cancels building and compiling.
 
 Usage:
   python scripts/bench_runner.py [--preset=digits_mlp] [--steps=2000] [--log_every=100]
@@ -31,8 +33,8 @@ from configs import classification  # noqa: E402
 from dynamics.train.loop import build, train  # noqa: E402
 
 
-def bare_loop(run, steps: int) -> float:
-    """Steps/s of a hand-written jitted GD loop on the run's model, data and optimizer."""
+def bare_loop(run, steps: int) -> tuple[float, float]:
+    """(wall, CPU-time) steps/s of a hand-written jitted loop on the run's model/data/optimizer."""
     data = jax.device_put(run.dataset.train)
     params = run.model.init(jax.random.key(0), run.dataset.train["x"][:1])
     opt_state = run.tx.init(params)
@@ -50,20 +52,21 @@ def bare_loop(run, steps: int) -> float:
     step = jax.jit(step, donate_argnums=(0, 1))
     params, opt_state, loss = step(params, opt_state, data)
     loss.block_until_ready()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
         params, opt_state, loss = step(params, opt_state, data)
     loss.block_until_ready()
-    return steps / (time.perf_counter() - start)
+    return steps / (time.perf_counter() - start), steps / (time.process_time() - cpu_start)
 
 
-def runner_loop(config) -> tuple[float, float]:
-    """(steps/s, seconds to the first step) of ``dynamics.train.loop.train`` on ``config``."""
-    start = time.perf_counter()
+def runner_loop(config) -> tuple[float, float, float]:
+    """``loop.train`` on ``config``: wall steps/s, time to first step, CPU seconds."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     run = build(config)
     with tempfile.TemporaryDirectory() as workdir:
         summary = train(run, workdir, start_time=start)
-    return summary["steps_per_sec"], summary["time_to_first_step_sec"]
+    cpu = time.process_time() - cpu_start
+    return summary["steps_per_sec"], summary["time_to_first_step_sec"], cpu
 
 
 def main():
@@ -85,12 +88,18 @@ def main():
     config.data.batch_size = args.batch_size
     run = build(config)
 
-    bare, runner, first = [], [], []
+    short = config.copy_and_resolve_references()
+    short.num_steps = args.steps // 4
+    bare, bare_cpu, runner, runner_cpu, first = [], [], [], [], []
     for _ in range(args.repeats):
-        bare.append(bare_loop(run, args.steps))
-        rate, to_first = runner_loop(config)
+        wall, cpu = bare_loop(run, args.steps)
+        bare.append(wall)
+        bare_cpu.append(cpu)
+        rate, to_first, cpu_long = runner_loop(config)
         runner.append(rate)
         first.append(to_first)
+        cpu_short = runner_loop(short)[2]
+        runner_cpu.append((args.steps - short.num_steps) / (cpu_long - cpu_short))
     print(
         f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, preset {args.preset}, "
         f"{args.steps} steps, log_every {args.log_every}"
@@ -99,6 +108,8 @@ def main():
     print(f"bare jax.jit loop : {max(bare):9.1f} steps/s  (runs: {runs(bare)})")
     print(f"experiments.run   : {max(runner):9.1f} steps/s  (runs: {runs(runner)})")
     print(f"ratio runner/bare : {max(runner) / max(bare):.3f}")
+    print(f"CPU-time rates    : bare {max(bare_cpu):.1f}, runner {max(runner_cpu):.1f} steps/cpu-s")
+    print(f"CPU-time ratio    : {max(runner_cpu) / max(bare_cpu):.3f}")
     print(
         f"time to first step: {min(first):.2f} s (build + init + compile, best of {args.repeats})"
     )

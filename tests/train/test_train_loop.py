@@ -83,11 +83,12 @@ def test_resume_with_probe_state_equals_uninterrupted(baseline, tmp_path):
     assert records == baseline[1]
 
 
-def test_eight_devices_match_one_and_compile_once(baseline, tmp_path):
+@pytest.mark.parametrize("data, model", [(8, 1), (4, 2)])
+def test_eight_devices_match_one_and_compile_once(baseline, tmp_path, data, model):
     assert jax.device_count() == 8
-    summary, records = _train(_config(**{"mesh.data": 8}), tmp_path)
+    summary, records = _train(_config(**{"mesh.data": data, "mesh.model": model}), tmp_path)
     assert summary["step_compilations"] == 1
-    assert summary["mesh"] == {"data": 8, "model": 1}
+    assert summary["mesh"] == {"data": data, "model": model}
     assert [r["step"] for r in records] == [r["step"] for r in baseline[1]]
     for ours, ref in zip(records, baseline[1], strict=True):
         assert ours.keys() == ref.keys()

@@ -65,3 +65,37 @@ def test_default_workdir_names_config_preset_and_time():
         str(default_workdir("configs/classification.py", now))
         == "runs/classification/20260102-030405"
     )
+
+
+def test_analysis_hook_result_goes_into_the_summary(tmp_path):
+    from dynamics.analysis import ANALYSES
+
+    @ANALYSES.register("_test_runner_last_step")
+    def last_step(records, config, plots_dir):
+        (plots_dir / "extra.png").write_bytes(b"png")
+        return {"last_step": records[-1]["step"], "lr": config.optimizer.learning_rate}
+
+    config = classification.get_config("digits_mlp")
+    assert summary.analyze(config, [{"step": 3}], tmp_path / "plots") == {}
+    config.analysis.name = "_test_runner_last_step"
+    result = summary.analyze(config, [{"step": 3}], tmp_path / "plots")
+    assert result == {"analysis": {"last_step": 3, "lr": 0.1}}
+    assert (tmp_path / "plots" / "extra.png").exists()
+
+
+def test_parameters_split_on_model_by_their_last_dimension():
+    import jax
+    import numpy as np
+    from jax.sharding import PartitionSpec as P
+
+    from dynamics.train import sharding
+
+    mesh = sharding.make_mesh(2, 4)
+    params = {"kernel": np.zeros((3, 8)), "bias": np.zeros(8), "odd": np.zeros((4, 6))}
+    specs = {k: s.spec for k, s in sharding.param_sharding(mesh, params).items()}
+    assert specs == {"kernel": P(None, "model"), "bias": P(), "odd": P()}
+    placed = sharding.put(params, sharding.param_sharding(mesh, params))
+    assert placed["kernel"].addressable_shards[0].data.shape == (3, 2)
+    assert sharding.dataset_sharding(mesh, 10).spec == P("data")
+    assert sharding.dataset_sharding(mesh, 9).spec == P()
+    assert jax.device_count() == 8
