@@ -9,10 +9,11 @@ For a matrix ``G`` (m x n), with momentum ``M`` and eigenbases ``Q_L``, ``Q_R`` 
     Q_L, Q_R <- eigh(L + eps I), eigh(R + eps I)   at step 1 and every ``inverse_every`` steps
 
 The step uses the bases from before the current statistics (the refresh comes after it, as in
-the reference code ``kvfrans/splus``), so step 1 is plain sign descent. Leaves that are not
-matrices, or whose sides exceed ``max_dim`` (that side is then not rotated), take the sign step
-scaled by ``nonstandard_constant`` (0.001) instead of ``2 / (m + n)``. Because the sign has unit
-entries, the learning rate is "per unit of width"; the paper's default is 0.1.
+the reference code ``kvfrans/splus``), so step 1 is plain sign descent. A side longer than
+``max_dim`` is not rotated; leaves that are not matrices take the sign step scaled by
+``nonstandard_constant`` (0.001) instead of ``2 / (m + n)`` (the released PyTorch code also
+uses it for matrices with a long side; its optax version, like this one, does not). Because the
+sign has unit entries, the learning rate is "per unit of width"; the paper's default is 0.1.
 
 Evaluation uses the parameter EMA ``e <- r e + (1 - r) w`` (``r = ema_rate``, before the step's
 update), debiased: :func:`splus_eval_params` returns ``e / (1 - r^t)``.
@@ -68,10 +69,6 @@ class SPlusState(NamedTuple):
     ema_rate: chex.Array
 
 
-def _is_matrix(shape, max_dim):
-    return len(shape) == 2 and all(d <= max_dim for d in shape)
-
-
 def scale_by_splus(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -90,7 +87,7 @@ def scale_by_splus(
       eps: ridge added before ``eigh``.
       inverse_every: steps between two eigendecompositions (and at step 1).
       max_dim: sides longer than this are not rotated.
-      nonstandard_constant: step scale of non-matrix leaves (and of matrices with a long side).
+      nonstandard_constant: step scale of non-matrix leaves.
     """
 
     def init_fn(params):
@@ -127,7 +124,7 @@ def scale_by_splus(
                 u = kr.mode_product(jnp.sign(kr.mode_product(m, qs, transpose=True)), qs)
             else:
                 u = jnp.sign(m)
-            scale = 2.0 / sum(g.shape) if _is_matrix(g.shape, max_dim) else nonstandard_constant
+            scale = 2.0 / sum(g.shape) if g.ndim == 2 else nonstandard_constant
             out.append((scale * u).astype(g.dtype))
 
         stats = []
