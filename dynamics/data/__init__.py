@@ -70,7 +70,8 @@ def load_dataset(data_cfg: Mapping[str, Any], seed: int) -> Dataset:
     """Builds the dataset named by ``data_cfg["name"]`` from a ``data`` config section.
 
     The remaining keys, except the runner's own (``RUNNER_KEYS``: ``name``, ``batch_size``), are
-    the constructor's keyword arguments. Unknown names or fields raise
+    the constructor's keyword arguments; a ``seed`` key there overrides the run's ``seed`` for
+    the data alone (same split and inputs across init seeds). Unknown names or fields raise
     :class:`dynamics.registry.ConfigError`.
     """
     if "name" not in data_cfg:

@@ -59,6 +59,12 @@ def test_split_is_seeded_disjoint_and_sized():
     assert not train & test and len(train | test) == 169
 
 
+def test_data_seed_overrides_the_run_seed():
+    a = load_dataset({"name": "modular_arithmetic", "p": 7, "seed": 5}, seed=0)
+    b = load_dataset({"name": "modular_arithmetic", "p": 7}, seed=5)
+    np.testing.assert_array_equal(a.train["x"], b.train["x"])
+
+
 def test_config_errors():
     with pytest.raises(ConfigError, match="data.op"):
         load_dataset({"name": "modular_arithmetic", "op": "^"}, 0)
