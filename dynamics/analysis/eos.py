@@ -9,7 +9,8 @@ heavy ball at ``(2 + 2b)/lr``, Adam's preconditioned sharpness at ``(2 + 2b1)/((
 
 The summary, for a metric ``m_t`` logged with its threshold ``tau_t``:
 
-* ``first_crossing_step``: the first step with ``m_t >= 0.95 tau_t`` (None if never);
+* ``first_crossing_step``: the first step with ``m_t >= 0.95 tau_t`` after a step below it
+  (None if never);
 * ``fraction_within``: the fraction of *later* measurements with ``|m_t / tau_t - 1| <= 0.1``;
 * ``largest_overshoot``: ``max_t m_t / tau_t - 1`` after the crossing;
 * ``loss_falls_over_windows``: after the crossing, the mean loss of each of ``num_windows``
@@ -45,9 +46,18 @@ from dynamics.analysis import ANALYSES
 def first_crossing(
     values: np.ndarray, thresholds: np.ndarray, fraction: float = 0.95
 ) -> int | None:
-    """Index of the first ``values[i] >= fraction * thresholds[i]``, or None."""
-    hits = np.flatnonzero(np.asarray(values) >= fraction * np.asarray(thresholds))
-    return int(hits[0]) if hits.size else None
+    """Index of the first rise to ``values[i] >= fraction * thresholds[i]``, or None.
+
+    A series that starts above the line must first come below it: Adam's preconditioned
+    sharpness at step 0 is measured with ``nu = 0`` (``P = eps``) and is huge, which is not the
+    rise the edge of stability is about.
+    """
+    above = np.asarray(values) >= fraction * np.asarray(thresholds)
+    below = np.flatnonzero(~above)
+    if not below.size:
+        return None
+    hits = np.flatnonzero(above[below[0] :])
+    return int(below[0] + hits[0]) if hits.size else None
 
 
 def loss_windows(losses: np.ndarray, num_windows: int = 4) -> dict[str, Any]:
@@ -189,6 +199,10 @@ def plot_metric_and_loss(
         ax_l.plot(l_steps, losses, color=color, lw=0.8, label=label)
     ax_m.set_xlabel("step")
     ax_m.set_ylabel(f"{metric} (dashed: threshold)")
+    top = max(np.max(series(r, metric)[1], initial=0.0) for _, r in runs)
+    line = max(np.max(series(r, f"{metric}_threshold")[1], initial=0.0) for _, r in runs)
+    if line > 0 and top > 10 * line:  # a transient far above the line: zoom on the line
+        ax_m.set_ylim(0, 2 * line)
     ax_l.set_xlabel("step")
     ax_l.set_ylabel(loss_key)
     ax_l.set_yscale("log")

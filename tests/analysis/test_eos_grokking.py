@@ -30,6 +30,9 @@ def test_eos_summary_without_crossing_and_monotone_loss():
     s = eos_summary([0, 1, 2], [1.0, 2.0, 3.0], [10.0, 10.0, 10.0])
     assert s["first_crossing_step"] is None and s["fraction_within"] is None
     assert first_crossing(np.array([1.0, 9.6]), np.array([10.0, 10.0])) == 1
+    # A series that starts above the line (Adam's step-0 preconditioned sharpness) must come down.
+    assert first_crossing(np.array([1e9, 5.0, 7.0, 9.6]), np.full(4, 10.0)) == 3
+    assert first_crossing(np.array([1e9, 11.0]), np.full(2, 10.0)) is None
     w = loss_windows(np.linspace(1.0, 0.1, 40))
     assert w["loss_falls_over_windows"] and not w["loss_non_monotone_descent"]
     assert not loss_windows(np.linspace(0.1, 1.0, 40))["loss_falls_over_windows"]
