@@ -1,12 +1,17 @@
-"""Synthetic data with Gaussian inputs: teacher-network and linear regression, random labels.
+"""Synthetic data: teacher-network, linear and one-hot regression, random labels.
 
-All inputs are ``x ~ N(0, I_input_dim)``; train and test are drawn from the same seeded stream.
+Inputs are ``x ~ N(0, I_input_dim)`` (basis vectors for ``"one_hot"``); train and test are drawn
+from the same seeded stream.
 
 * ``"teacher"``: ``y = T(x) + noise * eps`` with ``T`` a random MLP with ``teacher_widths``
   hidden layers, ``teacher_activation``, weights ``N(0, 1/fan_in)`` and no biases, so every
   pre-activation has unit variance; targets float32 ``[n, output_dim]``.
 * ``"linear"``: ``y = x W / sqrt(input_dim) + noise * eps`` with ``W ~ N(0, 1)``: unit-variance
   targets whatever the input dimension.
+* ``"one_hot"``: example ``i`` is the basis vector ``e_i`` (so ``input_dim`` must equal
+  ``num_train + num_test``) with target ``y_i ~ N(0, I_output_dim)``: one free output per datum,
+  the setting of Agarwala et al. 2023's second-order regression model (``model.name =
+  "quadratic"`` on these inputs is exactly their per-datum model).
 * ``"random_labels"``: ``y`` uniform in ``[0, num_classes)``, independent of ``x``: a
   classification task that can only be memorized (REFERENCES.md, "Progressive sharpening on
   synthetic data": 1,000 Gaussian inputs in 32 dimensions, 10 random labels).
@@ -31,7 +36,7 @@ import numpy as np
 from dynamics.data import DATASETS, Dataset, DataSpec
 from dynamics.registry import ConfigError
 
-KINDS = ("teacher", "linear", "random_labels")
+KINDS = ("teacher", "linear", "one_hot", "random_labels")
 _ACTIVATIONS = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0.0), "linear": lambda h: h}
 
 
@@ -62,7 +67,7 @@ def synthetic(
     teacher_widths: tuple[int, ...] = (128,),
     teacher_activation: str = "tanh",
 ) -> Dataset:
-    """Gaussian-input regression or random-label classification (see the module doc)."""
+    """Synthetic regression or random-label classification (see the module doc)."""
     if kind not in KINDS:
         raise ConfigError(f"unknown data.kind {kind!r}; valid choices: {', '.join(KINDS)}")
     if teacher_activation not in _ACTIVATIONS:
@@ -74,21 +79,25 @@ def synthetic(
         raise ConfigError(
             f"data.num_train must be >= 1 and data.num_test >= 0, got {num_train}, {num_test}"
         )
+    n = num_train + num_test
+    if kind == "one_hot" and input_dim != n:
+        raise ConfigError(
+            f"data.input_dim must be num_train + num_test = {n} for kind 'one_hot', got {input_dim}"
+        )
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((num_train + num_test, input_dim))
+    x = np.eye(n) if kind == "one_hot" else rng.standard_normal((n, input_dim))
     if kind == "random_labels":
-        y = rng.integers(0, num_classes, size=num_train + num_test).astype(np.int32)
+        y = rng.integers(0, num_classes, size=n).astype(np.int32)
         spec, classes = DataSpec((input_dim,), "float32", num_classes), num_classes
     else:
-        if kind == "teacher":
-            fn = _teacher(
-                rng, input_dim, tuple(teacher_widths), output_dim, _ACTIVATIONS[teacher_activation]
-            )
+        if kind == "one_hot":
+            y = rng.standard_normal((n, output_dim))
+        elif kind == "teacher":
+            activation = _ACTIVATIONS[teacher_activation]
+            y = _teacher(rng, input_dim, tuple(teacher_widths), output_dim, activation)(x)
         else:
-            w = rng.standard_normal((input_dim, output_dim)) / np.sqrt(input_dim)
-            fn = lambda v: v @ w  # noqa: E731
-        y = fn(x) + noise * rng.standard_normal((len(x), output_dim))
-        y = y.astype(np.float32)
+            y = x @ (rng.standard_normal((input_dim, output_dim)) / np.sqrt(input_dim))
+        y = (y + noise * rng.standard_normal((n, output_dim))).astype(np.float32)
         spec, classes = DataSpec((input_dim,), "float32", output_dim), None
     x = x.astype(np.float32)
     train = {"x": x[:num_train], "y": y[:num_train]}

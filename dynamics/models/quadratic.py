@@ -16,8 +16,8 @@ outputs,
 
     f_k(x; theta) = sum_i x_i (G_ik . theta + 1/2 theta^T Q_ik theta),
 
-so one-hot inputs ``x = e_alpha`` recover the paper's model exactly (``d = D``), and other inputs
-mix the per-coordinate quadratics linearly.
+so one-hot inputs ``x = e_alpha`` recover the paper's model exactly (``d = D``; the ``synthetic``
+dataset's ``kind="one_hot"``), and other inputs mix the per-coordinate quadratics linearly.
 
 Scalings (our choice; the paper states its results for Gaussian coefficients in the large
 ``P, D`` limit with the quadratic part controlled by one strength parameter):

@@ -44,6 +44,14 @@ def test_random_labels():
         synthetic(0, kind="spiral")
 
 
+def test_one_hot_inputs_with_gaussian_targets():
+    ds = synthetic(0, kind="one_hot", num_train=20, num_test=0, input_dim=20, output_dim=2)
+    np.testing.assert_array_equal(ds.train["x"], np.eye(20, dtype=np.float32))
+    assert ds.train["y"].shape == (20, 2) and 0.5 < ds.train["y"].std() < 1.5
+    with pytest.raises(ConfigError, match="input_dim must be num_train \\+ num_test = 20"):
+        synthetic(0, kind="one_hot", num_train=20, num_test=0, input_dim=32)
+
+
 def test_points_are_exact():
     ds = load_dataset({"name": "points", "x": (1.0, -2.0), "y": (0.5, 3.0)}, seed=0)
     np.testing.assert_array_equal(ds.train["x"], [[1.0], [-2.0]])
