@@ -111,13 +111,17 @@ class _CurvatureProbe(Probe):
             return ctx.train
         return take(ctx.train, self.num_examples)
 
-    def key(self, ctx: ProbeContext, step: int) -> jax.Array:
+    def _base_key(self, ctx: ProbeContext, stream: int) -> jax.Array:
         salt = sum(map(ord, type(self).__name__))
-        return jax.random.fold_in(jax.random.fold_in(jax.random.key(ctx.config.seed), salt), step)
+        key = jax.random.fold_in(jax.random.key(ctx.config.seed), salt)
+        return jax.random.fold_in(key, stream)
+
+    def key(self, ctx: ProbeContext, step: int) -> jax.Array:
+        return jax.random.fold_in(self._base_key(ctx, 0), step)
 
     def random_vectors(self, ctx: ProbeContext, params, k: int):
         """k Gaussian vectors: the first warm start (no earlier eigenvectors exist yet)."""
-        keys = jax.random.split(self.key(ctx, -1), k)
+        keys = jax.random.split(self._base_key(ctx, 1), k)
         return jax.vmap(lambda key: tree.normal_like(key, params))(keys)
 
     def operator_args(self):

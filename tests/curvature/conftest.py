@@ -1,0 +1,14 @@
+"""Module-scoped fixtures: the small problems of ``curvature_problems``."""
+
+import pytest
+from curvature_problems import make_mlp, make_transformer
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return make_mlp()
+
+
+@pytest.fixture(scope="module")
+def transformer():
+    return make_transformer()
