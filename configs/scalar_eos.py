@@ -16,7 +16,7 @@ the final GFS sharpness against ``2/lr``, an RK4 gradient-flow and a Lanczos cro
   sharpness monotonically and converges just below ``2/lr``.
 * ``sign_flip``: outside the assumptions. Depth 2 from ``w = (2.7, 2.3)`` with ``lr = 0.38``:
   the first step overshoots so far that both weights change sign (the residual is large, so
-  ``lr * r * x * w_j > w_i``); the conserved quantity ``w_1^2 - w_2^2`` jumps from 0.92 to -4.98,
+  ``lr * r * x * w_j > w_i``); the conserved quantity ``w_1^2 - w_2^2`` jumps from 2.00 to -4.98,
   and with it the GF solution moves to a much less balanced, sharper minimum: the GFS sharpness
   rises from 4.52 to 6.79 in one step. The theorem's proof needs the GD step to keep the weights
   on the same side of zero (its step-size assumption), which fails here.

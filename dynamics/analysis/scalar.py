@@ -233,6 +233,8 @@ def plot_gfs(traj: dict, learning_rate: float, flattest: float, path) -> None:
     ax_l.set_xscale("symlog", linthresh=10)
     ax_l.set_xlabel("step")
     ax_l.set_ylabel("loss")
+    for ax in (ax_s, ax_l):
+        ax.set_xlim(0, len(steps))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
