@@ -29,6 +29,7 @@ from dynamics.optim import CONSTRAINTS, FILTERS, OPTIMIZERS
 # Non-default constructor arguments used by the harness, keyed by (kind, name).
 TEST_KWARGS = {
     ("optimizer", "soap"): {"max_precond_dim": 0},
+    ("optimizer", "splus"): {"max_dim": 8},
     ("optimizer", "conda"): {"update_proj_gap": 3},
 }
 
