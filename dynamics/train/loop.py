@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pathlib
 import sys
 import time
@@ -177,8 +178,6 @@ def _check_shapes(config, dataset, model, per_example_loss) -> None:
 
 
 def _progress_enabled(config) -> bool:
-    import os
-
     return bool(config.progress) and sys.stdout.isatty() and not os.environ.get("CI")
 
 
@@ -231,37 +230,31 @@ def train(
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
     with jax.enable_x64(config.precision == "float64"):
-        state = dict(status="failed", step=0)
+        progress = {"step": 0}
         try:
-            return _train(run, workdir, resume, start_time, is_main, state)
+            return _train(run, workdir, resume, start_time, is_main, progress)
         except Exception as e:
             if is_main:
-                summary.write(
-                    workdir,
-                    summary.build(config, [], status="failed", step=state["step"], error=repr(e)),
+                records = metrics.read_records(workdir / "metrics.jsonl")
+                failed = summary.build(
+                    config, records, status="failed", step=progress["step"], error=repr(e)
                 )
+                summary.write(workdir, failed)
             raise
 
 
-def _train(run, workdir, resume, start_time, is_main, progress_state):
-    config = run.config
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
-    dataset = run.dataset
-    train_set = sharding.put(
-        dataset.train,
-        jax.tree.map(
-            lambda _: sharding.dataset_sharding(mesh, len(dataset.train["y"])), dataset.train
-        ),
-    )
-    test_set = None
-    if dataset.test is not None:
-        test_sharding = sharding.dataset_sharding(mesh, len(dataset.test["y"]))
-        test_set = sharding.put(dataset.test, jax.tree.map(lambda _: test_sharding, dataset.test))
+def _place_split(mesh, split: dict | None) -> dict | None:
+    """A dataset split as global device arrays (split over ``data`` when it divides evenly)."""
+    if split is None:
+        return None
+    placement = sharding.dataset_sharding(mesh, len(split["y"]))
+    return sharding.put(split, jax.tree.map(lambda _: placement, split))
 
-    key = jax.random.key(config.seed)
-    init_key, data_key = jax.random.split(key)
-    dtype = _float_dtype(config)
-    x1 = dataset.train["x"][:1]
+
+def _init_state(run, mesh, init_key) -> tuple[TrainState, TrainState]:
+    """The step-0 state and its shardings (parameters by the ``model`` rules)."""
+    dtype = _float_dtype(run.config)
+    x1 = run.dataset.train["x"][:1]
 
     def init_params(key):
         return _cast_params(run.model.init(key, x1), dtype)
@@ -271,12 +264,21 @@ def _train(run, workdir, resume, start_time, is_main, progress_state):
     opt_state = jax.jit(run.tx.init)(params)
     # Pinning the state's shardings on the way in and out keeps one compilation of the step: the
     # initial state would otherwise differ in placement from the states the step returns.
-    state_shardings = TrainState(
-        sharding.replicated(mesh),
-        param_shardings,
-        sharding.state_sharding(mesh, opt_state),
+    shardings = TrainState(
+        sharding.replicated(mesh), param_shardings, sharding.state_sharding(mesh, opt_state)
     )
-    state = jax.device_put(TrainState(jnp.int32(0), params, opt_state), state_shardings)
+    return jax.device_put(TrainState(jnp.int32(0), params, opt_state), shardings), shardings
+
+
+def _train(run, workdir, resume, start_time, is_main, progress):
+    config = run.config
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+    dataset = run.dataset
+    train_set = _place_split(mesh, dataset.train)
+    test_set = _place_split(mesh, dataset.test)
+    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    state, state_shardings = _init_state(run, mesh, init_key)
+    params = state.params
 
     loss_fn = step.make_loss_fn(run.model.apply, run.per_example_loss)
     ctx = ProbeContext(
@@ -348,7 +350,7 @@ def _train(run, workdir, resume, start_time, is_main, progress_state):
             record.update(values)
 
     t = int(resumed_from or 0)
-    progress_state["step"] = t
+    progress["step"] = t
     if resumed_from is None:
         record = {}
         run_probes(0, record)
@@ -384,7 +386,7 @@ def _train(run, workdir, resume, start_time, is_main, progress_state):
                 )
                 break
             t += n
-            progress_state["step"] = t
+            progress["step"] = t
             record = dict(last) if events.log(t) else {}
             run_probes(t, record)
             if record:
