@@ -68,9 +68,8 @@ def test_gfs_matches_integrated_gradient_flow_and_dense_hessian(w, y, x):
 def test_gradient_matches_autodiff_with_zero_weight():
     with jax.enable_x64(True):
         w = jnp.array([0.7, 0.0, -1.3, 2.0])
-        np.testing.assert_allclose(
-            scalar.gradient(w, 0.5, 1.5), jax.grad(scalar.loss)(w, 0.5, 1.5), rtol=1e-14
-        )
+        ours = jax.jit(scalar.gradient)(w, 0.5, 1.5)
+        np.testing.assert_allclose(ours, jax.jit(jax.grad(scalar.loss))(w, 0.5, 1.5), rtol=1e-14)
 
 
 def test_flattest_minimum_is_balanced_and_flattest():
@@ -89,9 +88,11 @@ def test_flattest_minimum_is_balanced_and_flattest():
             assert bool(jnp.all(sharp >= flat * (1 - 1e-12)))
 
 
-@pytest.mark.parametrize("depth", [2, 4, 8])
-def test_gd_decreases_gfs_sharpness_inside_assumptions(depth):
-    """Kreisler et al. 2023: S(w_t) non-increasing; GD converges just below 2/lr."""
+def test_gd_decreases_gfs_sharpness_inside_assumptions(depth=3):
+    """Kreisler et al. 2023: S(w_t) non-increasing; GD converges just below 2/lr.
+
+    (Depths 2, 4 and 8 run through the runner in tests/experiments.)
+    """
     with jax.enable_x64(True):
         base = jnp.linspace(1.6, 0.7, depth)
         y = float(jnp.prod(base))
