@@ -75,9 +75,10 @@ def test_sharpness_probe_on_a_subset_with_warm_start(mlp):
     assert metrics["sharpness_threshold"] == pytest.approx(2 / 0.1)
     assert metrics["sharpness_residual"] < 1e-3 * lam[0]
     # The new state holds the eigenvectors the next call starts from.
-    assert jax.tree.leaves(state["eigenvectors"])[0].shape[0] == 2
+    assert jax.tree.leaves(state["eigenvectors"])[0].shape[0] == 2 and bool(state["valid"])
     again, _ = probe(ctx, 5, params, None, state)
     assert again["sharpness"] == pytest.approx(lam[0], rel=1e-4)
+    assert again["sharpness_2"] == pytest.approx(lam[1], rel=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -158,11 +159,15 @@ def test_gradient_overlap_trace_and_density_probes(mlp):
     expected = np.sum((top.T @ g) ** 2) / np.sum(g**2)
 
     overlap = PROBES.build("gradient_overlap", {"every": 1, "k": 3, "num_iters": 51})
-    metrics, _ = overlap(ctx, 0, params, ctx.tx.init(params), overlap.init(ctx, params))
+    metrics, state = overlap(ctx, 0, params, ctx.tx.init(params), overlap.init(ctx, params))
     assert metrics["gradient_overlap"] == pytest.approx(expected, abs=1e-4)
     # For SGD the update is -lr g: the same direction.
     assert metrics["update_overlap"] == pytest.approx(expected, abs=1e-4)
-    assert 0.0 <= metrics["eigenspace_overlap"] <= 1.0 + 1e-6
+    assert "eigenspace_overlap" not in metrics  # nothing to compare with yet
+    # Same parameters again (warm-started): the same eigenspace.
+    metrics, _ = overlap(ctx, 1, params, ctx.tx.init(params), state)
+    assert metrics["eigenspace_overlap"] == pytest.approx(1.0, abs=1e-4)
+    assert metrics["gradient_overlap"] == pytest.approx(expected, abs=1e-4)
 
     trace = PROBES.build("hessian_trace", {"every": 1, "num_probes": 30})
     metrics, _ = trace(ctx, 0, params, None, {})

@@ -7,7 +7,7 @@ matmul ``precision`` (``"highest"``: true fp32 on GPUs). Randomness is a pure fu
 ``(config.seed, step)``, and warm-start eigenvectors are probe state saved in checkpoints, so a
 resumed run logs the same numbers.
 
-* ``sharpness(every, k=2, num_iters=20, ...)``: top-k Hessian eigenvalues ``sharpness``,
+* ``sharpness(every, k=2, num_iters=30, ...)``: top-k Hessian eigenvalues ``sharpness``,
   ``sharpness_2``, ..., their residuals ``sharpness_residual``, ``sharpness_2_residual``, ..., and
   ``sharpness_threshold`` from the optimizer config when a linear-stability threshold is known:
   GD 2/lr, heavy ball (2 + 2b)/lr, Nesterov (2 + 2b)/(lr (1 + 2b)), unnormalized SAM
@@ -24,7 +24,7 @@ resumed run logs the same numbers.
   ``hessian_trace_stderr``.
 * ``gradient_overlap(every, k=10, ...)``: fractions of the gradient and of the optimizer update
   inside the top-k Hessian eigenspace (``gradient_overlap``, ``update_overlap``) and the overlap of
-  that eigenspace with the previous probe's (``eigenspace_overlap``).
+  that eigenspace with the previous probe's (``eigenspace_overlap``, from the second call on).
 * ``step_stability(every, k=1, num_iters=20, ...)``: the spectral radius of the Jacobian of one
   full-batch optimizer step (parameters and optimizer state) ``step_stability``, with
   ``step_stability_threshold`` = 1.
@@ -40,6 +40,7 @@ import inspect
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from dynamics import curvature
 from dynamics.curvature import tree
@@ -111,72 +112,105 @@ class _CurvatureProbe(Probe):
             return ctx.train
         return take(ctx.train, self.num_examples)
 
-    def _base_key(self, ctx: ProbeContext, stream: int) -> jax.Array:
-        salt = sum(map(ord, type(self).__name__))
-        key = jax.random.fold_in(jax.random.key(ctx.config.seed), salt)
-        return jax.random.fold_in(key, stream)
-
     def key(self, ctx: ProbeContext, step: int) -> jax.Array:
-        return jax.random.fold_in(self._base_key(ctx, 0), step)
-
-    def random_vectors(self, ctx: ProbeContext, params, k: int):
-        """k Gaussian vectors: the first warm start (no earlier eigenvectors exist yet)."""
-        keys = jax.random.split(self._base_key(ctx, 1), k)
-        return jax.vmap(lambda key: tree.normal_like(key, params))(keys)
+        salt = sum(map(ord, type(self).__name__))
+        return jax.random.fold_in(jax.random.fold_in(jax.random.key(ctx.config.seed), salt), step)
 
     def operator_args(self):
         return {"microbatch_size": self.microbatch_size, "precision": self.precision}
 
 
-def _eigen_metrics(prefix: str, pairs) -> dict[str, float]:
+class _EigenProbe(_CurvatureProbe):
+    """A probe built on top-k eigenpairs, warm-started from its previous eigenvectors.
+
+    The state holds the last eigenvectors and whether there are any yet: the first call runs
+    plain Lanczos from a Gaussian vector, later ones grow the Krylov space from the previous
+    eigenvectors (two compilations in all). Subclasses implement
+    ``compute(ctx, params, opt_state, data, init, key) -> (metrics, Eigenpairs)``.
+    """
+
+    def __init__(self, every, k, num_iters, num_examples, microbatch_size, precision):
+        super().__init__(every, num_examples, microbatch_size, precision)
+        if not 1 <= k <= num_iters:
+            raise ConfigError(f"probe needs 1 <= k <= num_iters, got k={k}, num_iters={num_iters}")
+        self.k, self.num_iters = k, num_iters
+        self._fns = {}
+
+    def init(self, ctx, params):
+        return {"eigenvectors": tree.basis_zeros(params, self.k), "valid": jnp.zeros((), bool)}
+
+    def __call__(self, ctx, step, params, opt_state, probe_state):
+        warm = bool(probe_state["valid"])
+        if warm not in self._fns:
+            if warm:
+                fn = lambda p, s, d, init, key: self.compute(ctx, p, s, d, init, key)  # noqa: E731
+            else:
+                fn = lambda p, s, d, key: self.compute(ctx, p, s, d, None, key)  # noqa: E731
+            self._fns[warm] = jax.jit(fn)
+        init = (probe_state["eigenvectors"],) if warm else ()
+        metrics, pairs = self._fns[warm](
+            params, opt_state, self.data(ctx), *init, self.key(ctx, step)
+        )
+        metrics = {name: float(value) for name, value in metrics.items()}
+        return metrics, {"eigenvectors": pairs.eigenvectors, "valid": jnp.ones((), bool)}
+
+    def top_eigenpairs(self, ctx, params, data, init, key):
+        return curvature.top_eigenpairs(
+            ctx.loss_fn,
+            params,
+            data,
+            k=self.k,
+            num_iters=self.num_iters,
+            key=key,
+            init=init,
+            **self.operator_args(),
+        )
+
+
+def _eigen_metrics(prefix: str, pairs) -> dict[str, jax.Array]:
     metrics = {}
-    values = [float(x) for x in pairs.eigenvalues]
-    residuals = [float(x) for x in pairs.residuals]
-    for i, (value, residual) in enumerate(zip(values, residuals, strict=True)):
+    for i in range(pairs.eigenvalues.shape[0]):
         name = prefix if i == 0 else f"{prefix}_{i + 1}"
-        metrics[name] = value
-        metrics[f"{name}_residual"] = residual
+        metrics[name] = pairs.eigenvalues[i]
+        metrics[f"{name}_residual"] = pairs.residuals[i]
     return metrics
 
 
-class Sharpness(_CurvatureProbe):
+class Sharpness(_EigenProbe):
     def __init__(
-        self, every, k=2, num_iters=20, num_examples=None, microbatch_size=None, precision="highest"
+        self,
+        every,
+        k=2,
+        num_iters=30,
+        num_examples=None,
+        microbatch_size=None,
+        precision="highest",
     ):
-        super().__init__(every, num_examples, microbatch_size, precision)
-        self.k, self.num_iters = k, num_iters
+        super().__init__(every, k, num_iters, num_examples, microbatch_size, precision)
 
-    def init(self, ctx, params):
-        return {"eigenvectors": self.random_vectors(ctx, params, self.k)}
+    def compute(self, ctx, params, opt_state, data, init, key):
+        pairs = self.top_eigenpairs(ctx, params, data, init, key)
+        return _eigen_metrics("sharpness", pairs), pairs
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
-        if self._fn is None:
-            self._fn = jax.jit(
-                lambda p, d, init, key: curvature.top_eigenpairs(
-                    ctx.loss_fn,
-                    p,
-                    d,
-                    k=self.k,
-                    num_iters=self.num_iters,
-                    key=key,
-                    init=init,
-                    **self.operator_args(),
-                )
-            )
-        pairs = self._fn(params, self.data(ctx), probe_state["eigenvectors"], self.key(ctx, step))
-        metrics = _eigen_metrics("sharpness", pairs)
+        metrics, state = super().__call__(ctx, step, params, opt_state, probe_state)
         threshold = sharpness_threshold(ctx.config, float(ctx.learning_rate(step)))
         if threshold is not None:
             metrics["sharpness_threshold"] = threshold
-        return metrics, {"eigenvectors": pairs.eigenvectors}
+        return metrics, state
 
 
-class PreconditionedSharpness(_CurvatureProbe):
+class PreconditionedSharpness(_EigenProbe):
     def __init__(
-        self, every, k=1, num_iters=20, num_examples=None, microbatch_size=None, precision="highest"
+        self,
+        every,
+        k=1,
+        num_iters=30,
+        num_examples=None,
+        microbatch_size=None,
+        precision="highest",
     ):
-        super().__init__(every, num_examples, microbatch_size, precision)
-        self.k, self.num_iters = k, num_iters
+        super().__init__(every, k, num_iters, num_examples, microbatch_size, precision)
 
     def _preconditioner(self, ctx):
         name, kwargs = ctx.config.optimizer.name, optimizer_kwargs(ctx.config)
@@ -197,30 +231,28 @@ class PreconditionedSharpness(_CurvatureProbe):
 
     def init(self, ctx, params):
         self._preconditioner(ctx)
-        return {"eigenvectors": self.random_vectors(ctx, params, self.k)}
+        return super().init(ctx, params)
+
+    def compute(self, ctx, params, opt_state, data, init, key):
+        preconditioner, _ = self._preconditioner(ctx)
+        pairs = curvature.preconditioned_sharpness(
+            ctx.loss_fn,
+            params,
+            preconditioner(opt_state),
+            data,
+            k=self.k,
+            num_iters=self.num_iters,
+            key=key,
+            init=init,
+            **self.operator_args(),
+        )
+        return _eigen_metrics("preconditioned_sharpness", pairs), pairs
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
-        preconditioner, threshold = self._preconditioner(ctx)
-        if self._fn is None:
-            self._fn = jax.jit(
-                lambda p, s, d, init, key: curvature.preconditioned_sharpness(
-                    ctx.loss_fn,
-                    p,
-                    preconditioner(s),
-                    d,
-                    k=self.k,
-                    num_iters=self.num_iters,
-                    key=key,
-                    init=init,
-                    **self.operator_args(),
-                )
-            )
-        pairs = self._fn(
-            params, opt_state, self.data(ctx), probe_state["eigenvectors"], self.key(ctx, step)
-        )
-        metrics = _eigen_metrics("preconditioned_sharpness", pairs)
+        metrics, state = super().__call__(ctx, step, params, opt_state, probe_state)
+        _, threshold = self._preconditioner(ctx)
         metrics["preconditioned_sharpness_threshold"] = threshold(float(ctx.learning_rate(step)))
-        return metrics, {"eigenvectors": pairs.eigenvectors}
+        return metrics, state
 
 
 class SpectralDensity(_CurvatureProbe):
@@ -292,7 +324,7 @@ class HessianTrace(_CurvatureProbe):
         )
 
 
-class GradientOverlap(_CurvatureProbe):
+class GradientOverlap(_EigenProbe):
     def __init__(
         self,
         every,
@@ -302,23 +334,10 @@ class GradientOverlap(_CurvatureProbe):
         microbatch_size=None,
         precision="highest",
     ):
-        super().__init__(every, num_examples, microbatch_size, precision)
-        self.k, self.num_iters = k, num_iters
+        super().__init__(every, k, num_iters, num_examples, microbatch_size, precision)
 
-    def init(self, ctx, params):
-        return {"eigenvectors": self.random_vectors(ctx, params, self.k)}
-
-    def _compute(self, ctx, params, opt_state, data, init, key):
-        pairs = curvature.top_eigenpairs(
-            ctx.loss_fn,
-            params,
-            data,
-            k=self.k,
-            num_iters=self.num_iters,
-            key=key,
-            init=init,
-            **self.operator_args(),
-        )
+    def compute(self, ctx, params, opt_state, data, init, key):
+        pairs = self.top_eigenpairs(ctx, params, data, init, key)
         _, grads = curvature.dataset_loss_and_grad(ctx.loss_fn, params, data, self.microbatch_size)
         updates, _ = ctx.tx.update(
             grads, opt_state, params, grad_fn=lambda p: jax.grad(ctx.loss_fn)(p, data)
@@ -326,17 +345,10 @@ class GradientOverlap(_CurvatureProbe):
         metrics = {
             "gradient_overlap": curvature.subspace_fraction(pairs.eigenvectors, grads),
             "update_overlap": curvature.subspace_fraction(pairs.eigenvectors, updates),
-            "eigenspace_overlap": curvature.subspace_overlap(init, pairs.eigenvectors),
         }
-        return metrics, pairs.eigenvectors
-
-    def __call__(self, ctx, step, params, opt_state, probe_state):
-        if self._fn is None:
-            self._fn = jax.jit(lambda *a: self._compute(ctx, *a))
-        metrics, vectors = self._fn(
-            params, opt_state, self.data(ctx), probe_state["eigenvectors"], self.key(ctx, step)
-        )
-        return {k: float(v) for k, v in metrics.items()}, {"eigenvectors": vectors}
+        if init is not None:
+            metrics["eigenspace_overlap"] = curvature.subspace_overlap(init, pairs.eigenvectors)
+        return metrics, pairs
 
 
 class StepStabilityProbe(_CurvatureProbe):
