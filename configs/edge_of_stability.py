@@ -41,11 +41,14 @@ LR = "optimizer.learning_rate"
 PRESETS = ("digits", "cifar5k", "momentum", "sam", "cnn")
 
 
+def _mlp(config):
+    config.model.name = "mlp"
+    config.model.update(widths=(200, 200), activation="tanh")
+
+
 def _digits(config, probe_every=50):
     config.num_steps = 3000
     config.data.name = "digits"
-    config.model.name = "mlp"
-    config.model.update(widths=(200, 200), activation="tanh")
     config.optimizer.learning_rate = 0.1
     config.probes.sharpness = dict(every=probe_every)
 
@@ -63,29 +66,26 @@ def get_config(arg: str | None = None):
     config.optimizer.name = "sgd"
     config.analysis.name = "edge_of_stability"
     config.analysis.metric = "sharpness"
-    if preset == "digits":
+    if preset != "cifar5k":
         _digits(config)
-    elif preset == "cifar5k":
+    if preset != "cnn":
+        _mlp(config)
+    if preset == "cifar5k":
         config.num_steps = 20000
         config.data.name = "cifar10"
         config.data.update(path="", num_train=5000, num_test=0)
-        config.model.name = "mlp"
-        config.model.update(widths=(200, 200), activation="tanh")
         config.optimizer.learning_rate = 0.01
         config.probes.sharpness = dict(every=100)
         config.stop.train_accuracy = 0.99
         config.log_every = 10
     elif preset == "momentum":
-        _digits(config)
         config.optimizer.name = "momentum"
         config.optimizer.learning_rate = 0.19
         config.optimizer.momentum = 0.9
     elif preset == "sam":
-        _digits(config)
         config.optimizer.name = "sam"
         config.optimizer.update(rho=0.01, base="sgd", normalize=False)
     elif preset == "cnn":
-        _digits(config)
         config.data.flatten = False
         config.model.name = "cnn"
         config.model.update(channels=(16, 16), dense=(64,), activation="tanh", pool="avg")

@@ -91,8 +91,12 @@ def get_config(arg: str | None = None):
 
 
 def get_sweep(arg: str | None = None):
-    """Depths 2 to 10 inside the assumptions (each with its own weights and lr)."""
-    del arg
+    """Depths 2 to 10 inside the assumptions (each with its own weights and lr); for
+    ``sign_flip`` and ``quadratic``, learning rates."""
+    if arg == "sign_flip":
+        return [{"optimizer.learning_rate": lr} for lr in (0.3, 0.38, 0.44)]
+    if arg == "quadratic":
+        return [{"optimizer.learning_rate": lr} for lr in (0.5, 1.0, 2.0)]
     runs = []
     for depth in range(2, 11):
         w0, lr = near_sharp_minimum(depth)
