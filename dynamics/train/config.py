@@ -124,7 +124,7 @@ def _check_int(config, path, minimum):
         raise ConfigError(f"{path} must be an integer >= {minimum}, got {value!r}")
 
 
-def _check_named(config, path, registry: Registry, optional=False, skip=()):
+def _check_named(config, path, registry: Registry, optional=False):
     """Checks ``<path>.name`` is in ``registry`` and its other keys are constructor kwargs."""
     name = _get(config, path).get("name")
     if name is None and optional:
@@ -134,10 +134,7 @@ def _check_named(config, path, registry: Registry, optional=False, skip=()):
             f"{path}.name must be a string; valid choices: {', '.join(registry.names())}"
         )
     fn = registry.get(name, where=path)
-    kwargs = section_kwargs(config, path)
-    for k in skip:
-        kwargs.pop(k, None)
-    check_kwargs(fn, kwargs, path)
+    check_kwargs(fn, section_kwargs(config, path), path)
 
 
 def registries():
