@@ -58,13 +58,21 @@ def test_config_errors_exit_2_with_one_line_and_write_nothing(tmp_path, override
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_workdir_is_refused_untouched(tmp_path):
+def test_existing_workdir_is_refused_untouched_unless_overwritten(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    result = _run("--config.num_steps=5", f"--workdir={tmp_path}")
+    args = ["--config.num_steps=5", "--config.plots=False", f"--workdir={tmp_path}"]
+    result = _run(*args)
     assert result.returncode == 2
     assert "--resume or --overwrite" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+    result = _run(*args, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoints", "config.json", "metrics.jsonl", "summary.json"
+    ]  # fmt: skip
+    assert read_records(tmp_path / "metrics.jsonl")[-1]["step"] == 5
 
 
 def test_sigkill_then_resume_writes_the_uninterrupted_metrics(tmp_path):
