@@ -12,8 +12,9 @@ Example:
   >>> from dynamics import curvature
   >>> loss = lambda w, b: 0.5 * jnp.mean((b["x"] @ w - b["y"]) ** 2)
   >>> data = {"x": jnp.diag(jnp.array([3.0, 2.0, 1.0])), "y": jnp.zeros(3)}
-  >>> curvature.top_eigenpairs(loss, jnp.zeros(3), data, k=1, num_iters=3,
-  ...                          key=jax.random.key(0)).eigenvalues
+  >>> pairs = curvature.top_eigenpairs(loss, jnp.zeros(3), data, k=1, num_iters=3,
+  ...                                  key=jax.random.key(0))
+  >>> jnp.round(pairs.eigenvalues, 4)
   Array([3.], dtype=float32)
 """
 
