@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from dynamics.optim.orthogonal import accum_dtype
-from dynamics.optim.partition import matrix_optimizer, to_matrices
+from dynamics.optim.partition import matrix_optimizer, matrix_shape, to_matrices
 from dynamics.optim.registry import OPTIMIZERS
 
 
@@ -89,14 +89,14 @@ def scale_by_conda(
 
     def init_fn(params):
         def basis(p):
-            b, m, n = to_matrices(jnp.zeros(p.shape, jnp.bool_), batch_ndim).shape
+            b, m, n = matrix_shape(p.shape, batch_ndim)
             return jnp.broadcast_to(
                 jnp.eye(min(m, n), dtype=accum_dtype(p.dtype)), (b, min(m, n), min(m, n))
             )
 
         return CondaState(
             count=jnp.zeros([], jnp.int32),
-            mu=jax.tree.map(lambda p: jnp.zeros(p.shape, accum_dtype(p.dtype)), params),
+            mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=accum_dtype(p.dtype)), params),
             nu=jax.tree.map(
                 lambda p: jnp.zeros(to_matrices(p, batch_ndim).shape, accum_dtype(p.dtype)), params
             ),

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import optax
 
 from dynamics.optim.orthogonal import accum_dtype
-from dynamics.optim.partition import to_matrices
+from dynamics.optim.partition import matrix_shape, to_matrices
 from dynamics.optim.registry import CONSTRAINTS
 
 
@@ -78,7 +78,7 @@ def _power_constraint(project, *, power_iters: int, batch_ndim: int):
         def v0(p):
             if not _is_matrix(p, batch_ndim):
                 return jnp.zeros((0,), jnp.float32)
-            b, _, n = to_matrices(jnp.zeros(p.shape, jnp.bool_), batch_ndim).shape
+            b, _, n = matrix_shape(p.shape, batch_ndim)
             # A fixed random start: a constant vector can be orthogonal to the top direction.
             v = jax.random.normal(jax.random.key(0), (b, n), accum_dtype(p.dtype))
             return v / jnp.linalg.norm(v, axis=-1, keepdims=True)

@@ -25,6 +25,7 @@ Shape scaling modes (``scaling=``), applied to the orthogonalized matrix ``O``:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from dynamics.optim.orthogonalize import newton_schulz, resolve_orthogonalizer
-from dynamics.optim.partition import fan_in_out, matrix_optimizer, to_matrices
+from dynamics.optim.partition import fan_in_out, matrix_optimizer, matrix_shape, to_matrices
 from dynamics.optim.registry import OPTIMIZERS
 
 SCALINGS = ("shape", "consistent_rms", "unit_rms", "none")
@@ -324,7 +325,7 @@ def scale_by_adamuon(
         return AdaMuonState(
             count=jnp.zeros([], jnp.int32),
             mu=_init_momentum(params, mu_dtype),
-            nu=jax.tree.map(lambda p: jnp.zeros(p.shape, accum_dtype(p.dtype)), params),
+            nu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=accum_dtype(p.dtype)), params),
         )
 
     def update_fn(updates, state, params=None):
@@ -471,7 +472,7 @@ def scale_by_normuon(
 
     def init_fn(params):
         def nu(p):
-            shape = list(to_matrices(jnp.zeros(p.shape, jnp.bool_), batch_ndim).shape)
+            shape = list(matrix_shape(p.shape, batch_ndim))
             shape[axis] = 1
             return jnp.zeros(shape, accum_dtype(p.dtype))
 
@@ -623,7 +624,7 @@ def scale_by_adago(
 
     def init_fn(params):
         def v_sq(p):
-            batch = to_matrices(jnp.zeros(p.shape, jnp.bool_), batch_ndim).shape[0]
+            batch = matrix_shape(p.shape, batch_ndim)[0]
             return jnp.full((batch,), v0**2, accum_dtype(p.dtype))
 
         return AdaGOState(
@@ -832,9 +833,8 @@ def auon(
     )
 
 
-def auon_hybrid(learning_rate: optax.ScalarOrSchedule, *, ns_steps: int = 1, **kwargs):
-    """Hybrid AuON: :func:`auon` with ``ns_steps`` (default 1) Newton-Schulz steps first."""
-    return auon(learning_rate, ns_steps=ns_steps, **kwargs)
+# Hybrid AuON: one Newton-Schulz step before the cosh-RMS normalization (the paper's variant).
+auon_hybrid = functools.partial(auon, ns_steps=1)
 
 
 OPTIMIZERS.register("muon", muon)

@@ -41,12 +41,16 @@ def default_labels(params: Any, *, batch_ndim: int = 0) -> Any:
     return jax.tree.map(lambda x: MATRIX if jnp.ndim(x) >= 2 + batch_ndim else FALLBACK, params)
 
 
+def matrix_shape(shape: tuple[int, ...], batch_ndim: int = 0) -> tuple[int, int, int]:
+    """``(B, fan_in, fan_out)``: the shape of the matrix view of a leaf of ``shape``."""
+    if len(shape) < 2 + batch_ndim:
+        raise ValueError(f"a matrix leaf needs ndim >= {2 + batch_ndim}, got shape {shape}")
+    return math.prod(shape[:batch_ndim]), math.prod(shape[batch_ndim:-1]), shape[-1]
+
+
 def to_matrices(x: jax.Array, batch_ndim: int = 0) -> jax.Array:
     """Views ``x`` as a batch of matrices ``(B, fan_in, fan_out)`` by the module's rule."""
-    if x.ndim < 2 + batch_ndim:
-        raise ValueError(f"a matrix leaf needs ndim >= {2 + batch_ndim}, got shape {x.shape}")
-    batch = math.prod(x.shape[:batch_ndim])
-    return x.reshape(batch, math.prod(x.shape[batch_ndim:-1]), x.shape[-1])
+    return x.reshape(matrix_shape(x.shape, batch_ndim))
 
 
 def from_matrices(m: jax.Array, like: jax.Array) -> jax.Array:

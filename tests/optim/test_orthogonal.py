@@ -205,8 +205,8 @@ def test_muon_equals_optax_contrib_muon():
     p1 = p2 = params
     for t in range(3):
         g = jax.tree.map(lambda x: jax.random.normal(jax.random.key(t), x.shape), params)
-        u1, s1 = ours.update(g, s1, p1)
-        u2, s2 = ref.update(g, s2, p2)
+        u1, s1 = jax.jit(ours.update)(g, s1, p1)
+        u2, s2 = jax.jit(ref.update)(g, s2, p2)
         p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
         # optax's non-matrix fallback is NAdam; ours is AdamW, so only matrices are compared.
         for k in ("w", "v"):
@@ -412,5 +412,6 @@ def test_lipschitz_constraints_match_numpy(name, make):
             np.testing.assert_allclose(params["w"], w, rtol=1e-8, atol=1e-10)
             np.testing.assert_allclose(params["b"], 1.0, atol=0)  # non-matrix leaves untouched
     top = np.linalg.norm(w, 2)
-    if name in ("spectral_normalize", "spectral_cap", "spectral_hammer"):
+    # The hammer caps only the top direction, so only these two guarantee the bound.
+    if name in ("spectral_normalize", "spectral_cap"):
         assert top <= 1.0 + 1e-8
