@@ -1,7 +1,10 @@
 """First probes: full-dataset loss and accuracy, and per-layer weight norms.
 
-* ``evaluation(every)``: ``train_loss``, ``test_loss`` (mean per-example loss over the whole
-  split) and, for classification, ``train_accuracy``, ``test_accuracy``. The runner adds it with
+* ``evaluation(every, batch_size=None)``: ``train_loss``, ``test_loss`` (mean per-example loss
+  over the whole split) and, for classification, ``train_accuracy``, ``test_accuracy``. With a
+  ``batch_size`` the forward passes run over chunks of that many examples (``lax.map``, then the
+  remainder), summed and divided by the split size, so a large split never needs all its
+  activations at once; the result is the same mean. The runner adds it with
   ``every = eval_every`` unless the config lists it.
 * ``weight_norms(every)``: ``weight_norm/<layer>/<leaf>`` = ``||W||_F`` of every parameter leaf
   (e.g. ``weight_norm/Dense_0/kernel``), to follow weight growth (e.g. under weight decay or
@@ -24,20 +27,39 @@ from dynamics.train.probes.base import PROBES, Probe, ProbeContext
 class Evaluation(Probe):
     """Mean loss and accuracy over the whole training and test sets."""
 
-    def __init__(self, every: int):
+    def __init__(self, every: int, batch_size: int | None = None):
         super().__init__(every)
+        if batch_size is not None and batch_size <= 0:
+            raise ValueError(f"evaluation batch_size must be positive, got {batch_size}")
+        self.batch_size = batch_size
         self._evaluate = None
 
     def _build(self, ctx: ProbeContext):
         classify = ctx.num_classes is not None
 
-        def evaluate_split(params, batch):
+        def sums(params, batch):
             outputs = ctx.apply_fn(params, batch["x"])
-            loss = jnp.mean(ctx.per_example_loss(outputs, batch["y"]))
-            metrics = {"loss": loss}
+            loss = ctx.per_example_loss(outputs, batch["y"])
+            totals = {"loss": jnp.sum(loss)}
             if classify:
-                metrics["accuracy"] = jnp.mean(accuracy(outputs, batch["y"]).astype(loss.dtype))
-            return metrics
+                totals["accuracy"] = jnp.sum(accuracy(outputs, batch["y"]).astype(loss.dtype))
+            return totals
+
+        def evaluate_split(params, batch):
+            n = batch["y"].shape[0]
+            size = self.batch_size
+            if not size or n <= size:
+                totals = sums(params, batch)
+            else:
+                k = n // size
+                chunks = jax.tree.map(lambda a: a[: k * size].reshape(k, size, *a.shape[1:]), batch)
+                totals = jax.tree.map(
+                    lambda s: jnp.sum(s, axis=0), jax.lax.map(lambda b: sums(params, b), chunks)
+                )
+                if n % size:
+                    rest = sums(params, jax.tree.map(lambda a: a[k * size :], batch))
+                    totals = jax.tree.map(jnp.add, totals, rest)
+            return {name: total / n for name, total in totals.items()}
 
         def evaluate(params, splits):
             # Both splits in one program: one compilation instead of one per split shape.
@@ -75,8 +97,8 @@ class WeightNorms(Probe):
 
 
 @PROBES.register("evaluation")
-def evaluation(every: int) -> Evaluation:
-    return Evaluation(every)
+def evaluation(every: int, batch_size: int | None = None) -> Evaluation:
+    return Evaluation(every, batch_size)
 
 
 @PROBES.register("weight_norms")
