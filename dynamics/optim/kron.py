@@ -20,9 +20,8 @@ momentum ``P m = m x_1 Q_1^T Q_1 ... x_k Q_k^T Q_k``, with its RMS clipped to 1.
 The preconditioner is refitted only with probability ``p(t) = clip(exp(-decay (t - flat_start)),
 min, max)``: 1.0 for the first ``flat_start`` = 500 steps, then annealed to 0.03. All randomness
 comes from the key in the state (``seed`` sets it; no hidden fixed seed): at every step
-``key, k_update, k_probe = split(key, 3)``, the refit happens when ``uniform(k_update) < p(t)``,
-and the probes are one draw ``normal(k_probe, (n,))`` (``n``: the number of entries of all
-leaves) cut into the leaves in tree-flatten order. Factors are rebalanced to
+``key, k_update, k_probe = split(key, 3)``, the refit happens when ``uniform(k_update) < p(t)``
+and leaf ``j`` uses the probe ``v_j = normal(fold_in(k_probe, j))``. Factors are rebalanced to
 equal max-norms at every refit, which leaves ``P`` unchanged and only prevents over/underflow.
 
 An axis gets a triangular factor when the leaf has at least ``min_ndim_triangular`` axes and the
@@ -47,7 +46,6 @@ from typing import NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from dynamics.optim import kronecker as kr
@@ -208,18 +206,12 @@ def scale_by_kron(
         )
 
         def refit_all(qs):
-            # One draw for all leaves: each separate draw adds a threefry kernel to compile.
-            sizes = [m.size for m in debiased]
-            dtype = jnp.result_type(*debiased)
-            probes = jnp.split(
-                jax.random.normal(k_probe, (sum(sizes),), dtype), np.cumsum(sizes)[:-1]
-            )
             out = []
-            for leaf_qs, m, v in zip(qs, debiased, probes, strict=True):
+            for j, (leaf_qs, m) in enumerate(zip(qs, debiased, strict=True)):
                 if not leaf_qs:
                     out.append(leaf_qs)
                     continue
-                v = v.reshape(m.shape).astype(m.dtype)
+                v = jax.random.normal(jax.random.fold_in(k_probe, j), m.shape, m.dtype)
                 h = m + jnp.sqrt(jnp.finfo(jnp.float32).eps) * jnp.mean(jnp.abs(m)) * v
                 out.append(tuple(_refit(leaf_qs, h, v, precond_lr)))
             return out

@@ -248,9 +248,9 @@ def _np_kron(grads, b1, lr_p, seed, shape):
         for k in g:
             m[k] = b1 * m[k] + (1 - b1) * g[k]
             mh[k] = m[k] / (1 - b1**t)
-        # one draw cut into the leaves in flatten (sorted key) order: "b" first, then "w"
-        probes = np.asarray(jax.random.normal(k_probe, (shape[1] + shape[0] * shape[1],)))
-        vb, vw = probes[: shape[1]], probes[shape[1] :].reshape(shape)
+        # leaves are visited in sorted key order: "b" is leaf 0, "w" leaf 1
+        vb = np.asarray(jax.random.normal(jax.random.fold_in(k_probe, 0), (shape[1],)))
+        vw = np.asarray(jax.random.normal(jax.random.fold_in(k_probe, 1), shape))
         hb = mh["b"] + damp * np.mean(np.abs(mh["b"])) * vb
         hw = mh["w"] + damp * np.mean(np.abs(mh["w"])) * vw
         # 1-D leaf: diagonal factor
