@@ -11,7 +11,8 @@ Three kinds of optax transforms are composed by the runner as
   (spectral normalization and caps), called as ``fn(**kwargs)``.
 
 Every transform that wants the loss gradient at another point (SAM and its relatives) receives it
-as the keyword extra argument ``grad_fn(params) -> grads``; the runner always passes it.
+as the keyword extra argument ``grad_fn(params) -> grads`` and, for flooding, the current loss as
+``loss=``; the runner always passes both.
 """
 
 from __future__ import annotations

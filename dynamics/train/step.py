@@ -3,7 +3,7 @@
 One step at parameters ``w_t`` with the minibatch ``B_t`` (a pure function of ``(seed, t)``):
 
     L(w_t) = mean_{i in B_t} loss(f(w_t, x_i), y_i),   g_t = grad L(w_t),
-    u_t, s_{t+1} = tx.update(g_t, s_t, w_t, grad_fn=grad L),   w_{t+1} = w_t + u_t.
+    u_t, s_{t+1} = tx.update(g_t, s_t, w_t, grad_fn=grad L, loss=L(w_t)),   w_{t+1} = w_t + u_t.
 
 ``grad_fn`` is the gradient of the *same* minibatch's mean loss at other parameters, the extra
 argument SAM-like transforms use (``docs/design.md``). The minibatch is gathered inside the jit
@@ -83,7 +83,9 @@ def make_train_step(
         def grad_fn(params):
             return jax.grad(lambda p: batch_loss(p, batch)[0])(params)
 
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
+        updates, opt_state = tx.update(
+            grads, state.opt_state, state.params, grad_fn=grad_fn, loss=loss
+        )
         params = optax.apply_updates(state.params, updates)
         metrics = {
             "loss": loss,

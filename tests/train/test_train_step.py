@@ -103,3 +103,31 @@ def test_grad_fn_is_the_current_batch_gradient_and_divergence_stops_the_chunk():
             assert 0 < int(diverged_at) < steps
             assert int(state.step) == int(diverged_at)
             assert not np.isfinite(metrics["loss"])
+
+
+def test_loss_extra_arg_is_the_current_batch_loss():
+    """The step hands tx.update the minibatch loss at w_t as ``loss=`` (flooding uses it)."""
+    rng = np.random.default_rng(2)
+    data = _data(rng)
+    x, y = data["x"].astype(np.float32), data["y"]
+
+    def record_loss():
+        def update(updates, state, params, *, loss, **extra):
+            return jax.tree.map(jnp.zeros_like, updates), loss
+
+        return optax.GradientTransformationExtraArgs(lambda p: jnp.float32(0), update)
+
+    tx = optax.with_extra_args_support(record_loss())
+    mesh = sharding.make_mesh(1, 1)
+    key = jax.random.key(3)
+    step = make_train_step(
+        _linear, LOSSES.build("mse"), None, tx, optax.constant_schedule(0.1), N, 8,
+        sharding.batch_sharding(mesh),
+    )  # fmt: skip
+    params = {"w": jnp.asarray(rng.normal(size=(D, K)), jnp.float32), "b": jnp.zeros(K)}
+    state = TrainState(jnp.int32(0), params, tx.init(params))
+    state, _, _ = jax.jit(make_multi_step(step))(state, {"x": x, "y": y}, key, jnp.int32(1))
+    idx = np.asarray(batch_indices(key, 0, N, 8))
+    f = x[idx] @ np.asarray(params["w"], np.float64)
+    expected = 0.5 * np.mean(np.sum((f - np.eye(K)[y[idx]]) ** 2, axis=1))
+    np.testing.assert_allclose(float(state.opt_state), expected, rtol=1e-5)
