@@ -16,6 +16,7 @@ import pytest
 
 from dynamics.optim import (
     conda,
+    default_labels,
     muon,
     newton_schulz,
     polar_express,
@@ -415,3 +416,24 @@ def test_lipschitz_constraints_match_numpy(name, make):
     # The hammer caps only the top direction, so only these two guarantee the bound.
     if name in ("spectral_normalize", "spectral_cap"):
         assert top <= 1.0 + 1e-8
+
+
+def test_default_labels_and_label_override():
+    p_np = {"embed": RNG.normal(size=(10, 4)), "w": RNG.normal(size=(4, 6)), "b": np.zeros(6)}
+    g_np = {k: RNG.normal(size=v.shape) for k, v in p_np.items()}
+    assert default_labels(p_np) == {"embed": "matrix", "w": "matrix", "b": "fallback"}
+    stacked = {"layers": np.zeros((3, 4, 6)), "scales": np.zeros((3, 6))}
+    assert default_labels(stacked, batch_ndim=1) == {"layers": "matrix", "scales": "fallback"}
+
+    def labels(params):
+        return {
+            k: "fallback" if k == "embed" or v.ndim < 2 else "matrix" for k, v in params.items()
+        }
+
+    with jax.enable_x64(True):
+        p, g = jax.tree.map(jnp.asarray, p_np), jax.tree.map(jnp.asarray, g_np)
+        tx = muon(0.1, labels=labels, orthogonalizer="svd")
+        u, _ = tx.update(g, tx.init(p), p)
+    # First AdamW step is -lr g / (|g| + eps): the embedding went to the fallback.
+    np.testing.assert_allclose(u["embed"], -0.1 * g_np["embed"] / (np.abs(g_np["embed"]) + 1e-8))
+    np.testing.assert_allclose(u["w"], -0.1 * math.sqrt(6 / 4) * np_polar(g_np["w"]), rtol=1e-10)
