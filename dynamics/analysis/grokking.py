@@ -96,7 +96,12 @@ def plot_arms(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(
-        1, len(arms), figsize=(3.2 * len(arms), 3), squeeze=False, sharex=True, sharey=True
+        1,
+        len(arms),
+        figsize=(max(3.2 * len(arms), 5.5), 3),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
     )
     for ax, (label, records) in zip(axes[0], arms, strict=True):
         for key, style, name in ((train_key, "--", "train"), (test_key, "-", "test")):
