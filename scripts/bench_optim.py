@@ -68,7 +68,9 @@ def time_update(tx: optax.GradientTransformation, params, reps: int) -> float:
         updates, state = tx.update(grads, state, params, grad_fn=grad_fn)
         return optax.apply_updates(params, updates), state
 
-    state = tx.init(params)
+    # One step first: rules with a periodic refresh (Conda, Shampoo, ...) refresh at step 0, so
+    # timing from the initial state would time the refresh every call.
+    _, state = step(params, tx.init(params))
     return time_fn(step, params, state, reps=reps)
 
 
