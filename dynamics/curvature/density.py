@@ -47,10 +47,10 @@ class SpectralDensity(NamedTuple):
 
 
 def lanczos_quadrature(
-    matvec: Callable[[PyTree], PyTree], v0: PyTree, num_iters: int, key: jax.Array | None = None
+    matvec: Callable[[PyTree], PyTree], v0: PyTree, num_iters: int
 ) -> tuple[jax.Array, jax.Array]:
     """Gauss quadrature nodes and weights of the spectral measure of ``v0 / ||v0||``."""
-    theta, s, valid = ritz(lanczos(matvec, v0, num_iters, key))
+    theta, s, valid = ritz(lanczos(matvec, v0, num_iters))
     return theta, jnp.where(valid, s[0] ** 2, 0.0)
 
 
@@ -90,8 +90,7 @@ def slq(
     keys = jax.random.split(key, num_probes)
 
     def one(k):
-        start, restart = jax.random.split(k)
-        return lanczos_quadrature(matvec, tree.normal_like(start, like), num_iters, restart)
+        return lanczos_quadrature(matvec, tree.normal_like(k, like), num_iters)
 
     nodes, weights = jax.lax.map(one, keys)
     lo, hi = jnp.min(nodes), jnp.max(nodes)

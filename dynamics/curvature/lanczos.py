@@ -14,8 +14,8 @@ The loop is one ``lax.scan`` (an unrolled 30-step Python loop took 51 s to compi
 sharded parameters give sharded Krylov vectors and nothing is raveled.
 
 If the Krylov space is exhausted (beta = 0: v0 lies in an invariant subspace), the iteration
-restarts from a random vector orthogonal to the basis and records beta = 0, so T_m stays block
-tridiagonal and every later Ritz value is still valid.
+restarts from a pseudo-random vector orthogonal to the basis and records beta = 0, so T_m stays
+block tridiagonal and every later Ritz value is still valid.
 
 ``eigsh`` and ``top_eigenpairs`` warm start from earlier eigenvectors by growing the Krylov space
 from all of them at once (``seeded_rayleigh_ritz``) and report true residuals ||A v - lambda v||.
@@ -75,26 +75,24 @@ class Eigenpairs(NamedTuple):
     residuals: jax.Array
 
 
-def lanczos(matvec: Matvec, v0: PyTree, num_iters: int, key: jax.Array | None = None):
+def lanczos(matvec: Matvec, v0: PyTree, num_iters: int) -> LanczosResult:
     """``num_iters`` steps of Lanczos with full reorthogonalization from ``v0``.
 
     Args:
       matvec: ``v -> A v`` for a symmetric A, on pytrees shaped like ``v0``.
       v0: the starting vector (any nonzero norm).
       num_iters: m, the Krylov dimension (static).
-      key: randomness for restarts after an exact breakdown; ``key(0)`` if None.
 
     Returns:
       A :class:`LanczosResult`.
     """
-    key = jax.random.key(0) if key is None else key
     q0 = tree.scale(1.0 / tree.norm(v0), v0)
     basis = tree.basis_set(tree.basis_zeros(v0, num_iters), 0, q0)
     dtype = jax.tree.leaves(v0)[0].dtype
     eps = jnp.finfo(dtype).eps
 
     def restart(basis, i):
-        g = tree.normal_like(jax.random.fold_in(key, i), v0)
+        g = tree.hashed_like(i, v0)
         v = tree.orthogonalize(basis, g)
         n = tree.norm(v)
         # When the basis already spans the whole space (m > dimension, toy problems only) nothing
@@ -158,7 +156,7 @@ def _select(theta: jax.Array, valid: jax.Array, k: int, which: str) -> jax.Array
 
 
 def seeded_rayleigh_ritz(
-    matvec: Matvec, seeds: PyTree, num_iters: int, key: jax.Array
+    matvec: Matvec, seeds: PyTree, num_iters: int
 ) -> tuple[jax.Array, PyTree, jax.Array]:
     """The projection H = Q^T A Q on a Krylov space grown from several seed vectors.
 
@@ -180,7 +178,7 @@ def seeded_rayleigh_ritz(
     eps = jnp.finfo(dtype).eps
 
     def restart(basis, i):
-        g = tree.normal_like(jax.random.fold_in(key, i), like)
+        g = tree.hashed_like(i, like)
         v = tree.orthogonalize(basis, g)
         n = tree.norm(v)
         # When the basis already spans the whole space (m > dimension, toy problems only) nothing
@@ -240,17 +238,16 @@ def eigsh(
       like: a vector with the structure, shapes and dtypes of A's domain (e.g. the parameters).
       k: how many eigenpairs (static, ``k <= num_iters``).
       num_iters: products spent on the Krylov space (its dimension); k more give the residuals.
-      key: for the random start and restarts.
+      key: for the random start.
       init: earlier eigenvectors (a pytree with a leading axis) to warm start from.
       which: ``"LA"`` largest algebraic, ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude.
     """
     if k > num_iters:
         raise ValueError(f"k = {k} eigenpairs need num_iters >= k, got {num_iters}")
-    start_key, restart_key = jax.random.split(key)
-    seeds = jax.tree.map(lambda x: x[None], tree.normal_like(start_key, like))
+    seeds = jax.tree.map(lambda x: x[None], tree.normal_like(key, like))
     if init is not None:
         seeds = jax.tree.map(lambda a, b: jnp.concatenate([a.astype(b.dtype), b]), init, seeds)
-    h, basis, alive = seeded_rayleigh_ritz(matvec, seeds, num_iters, restart_key)
+    h, basis, alive = seeded_rayleigh_ritz(matvec, seeds, num_iters)
     theta, s = jnp.linalg.eigh(h)
     valid = jnp.sum(jnp.where(alive[:, None], s**2, 0.0), axis=0) > 0.5
     idx = _select(theta, valid, k, which)

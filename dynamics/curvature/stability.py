@@ -69,11 +69,11 @@ def optax_step(loss_fn: Callable[..., jax.Array], tx: optax.GradientTransformati
     return step
 
 
-def arnoldi(matvec: Callable[[PyTree], PyTree], v0: PyTree, num_iters: int, key: jax.Array):
+def arnoldi(matvec: Callable[[PyTree], PyTree], v0: PyTree, num_iters: int):
     """Arnoldi with full (twice) Gram-Schmidt: the (m+1) x m Hessenberg matrix and the basis.
 
-    After an exact breakdown (an invariant subspace) it restarts from a random vector orthogonal
-    to the basis and records a zero subdiagonal entry.
+    After an exact breakdown (an invariant subspace) it restarts from a pseudo-random vector
+    orthogonal to the basis and records a zero subdiagonal entry.
     """
     q0 = tree.scale(1.0 / tree.norm(v0), v0)
     basis = tree.basis_set(tree.basis_zeros(v0, num_iters), 0, q0)
@@ -93,7 +93,7 @@ def arnoldi(matvec: Callable[[PyTree], PyTree], v0: PyTree, num_iters: int, key:
         breakdown = beta <= 100 * eps * size
 
         def restart():
-            g = tree.normal_like(jax.random.fold_in(key, i), v0)
+            g = tree.hashed_like(i, v0)
             r = tree.orthogonalize(basis, g)
             n = tree.norm(r)
             exhausted = n <= jnp.sqrt(eps) * tree.norm(g)  # the basis spans the whole space
@@ -152,9 +152,8 @@ def step_stability(
 
     with jax.default_matmul_precision(precision):
         _, jvp = jax.linearize(f, [leaves[i] for i in floating])
-        start_key, restart_key = jax.random.split(key)
-        v0 = tree.normal_like(start_key, [leaves[i] for i in floating])
-        hessenberg, _ = arnoldi(jvp, v0, num_iters, restart_key)
+        v0 = tree.normal_like(key, [leaves[i] for i in floating])
+        hessenberg, _ = arnoldi(jvp, v0, num_iters)
     values, vectors = jnp.linalg.eig(hessenberg[:num_iters])
     idx = jnp.argsort(-jnp.abs(values))[:k]
     residuals = jnp.abs(hessenberg[num_iters, num_iters - 1] * vectors[num_iters - 1, idx])

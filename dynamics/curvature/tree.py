@@ -76,6 +76,22 @@ def rademacher_like(key: jax.Array, a: PyTree) -> PyTree:
     )
 
 
+def hashed_like(i: jax.Array, a: PyTree) -> PyTree:
+    """A deterministic pseudo-random vector, entries in [-0.5, 0.5), different for every ``i``.
+
+    Used to restart Krylov iterations after a breakdown, where any vector with a component outside
+    the current basis will do. A sine hash of the entry index compiles to a handful of element-wise
+    ops, where ``jax.random`` inside a ``lax.scan`` body adds seconds of XLA compile time.
+    """
+    leaves, treedef = jax.tree.flatten(a)
+    out = []
+    for j, x in enumerate(leaves):
+        t = jax.lax.iota(jnp.float32, x.size).reshape(x.shape)
+        h = jnp.sin(t * 12.9898 + (i + 1.0) * 78.233 + j * 37.719) * 43758.5453
+        out.append((h - jnp.floor(h) - 0.5).astype(x.dtype))
+    return treedef.unflatten(out)
+
+
 def basis_zeros(a: PyTree, m: int) -> PyTree:
     """A basis of ``m`` zero vectors shaped like ``a``."""
     return jax.tree.map(lambda x: jnp.zeros((m, *x.shape), x.dtype), a)

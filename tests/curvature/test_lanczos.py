@@ -159,7 +159,7 @@ def test_power_iteration_needs_more_products_than_lanczos():
         lanczos = curvature.eigsh(matvec, jnp.zeros(60), k=1, num_iters=30, key=jax.random.key(0))
     assert float(power.eigenvalue) == pytest.approx(10.0, rel=1e-9)
     assert float(power.residual) < 1e-6
-    assert float(lanczos.eigenvalues[0]) == pytest.approx(10.0, rel=1e-9)
+    assert float(lanczos.eigenvalues[0]) == pytest.approx(10.0, rel=1e-7)
     # After the same 30 products, power iteration is still far off.
     assert abs(float(power.history[29]) - 10.0) / 10.0 > 1e-4
 
