@@ -81,7 +81,7 @@ class Registry(Generic[T]):
         return name in self._entries
 
     def get(self, name: str, where: str | None = None) -> T:
-        """Returns the constructor registered as ``name`` or raises ConfigError naming the choices."""
+        """Returns the constructor ``name`` or raises ConfigError naming the valid choices."""
         if name not in self._entries:
             field = f"{where}.name" if where else self.kind
             raise ConfigError(
