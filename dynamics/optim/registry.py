@@ -61,5 +61,5 @@ def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4):
 
 @OPTIMIZERS.register("rmsprop")
 def rmsprop(learning_rate, decay=0.9, eps=1e-8):
-    """RMSProp: v <- d v + (1 - d) g^2, p <- p - lr g / (sqrt(v) + eps)."""
+    """RMSProp as in optax: v <- d v + (1 - d) g^2, p <- p - lr g / sqrt(v + eps)."""
     return optax.rmsprop(learning_rate, decay=decay, eps=eps)
