@@ -5,8 +5,17 @@ Single-device code is unaffected: arrays live on device 0 unless a test asks for
 """
 
 import os
+import tempfile
 
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
+
+# Many tests (and the runs they start as subprocesses) compile the same small programs; XLA's
+# persistent cache lets them share the compiled code. Results are unaffected: a hit returns the
+# executable the same compilation would have produced.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "dynamics-jax-cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
