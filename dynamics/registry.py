@@ -90,8 +90,17 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def build(self, name: str, kwargs: Mapping[str, Any] | None = None, where: str | None = None):
-        """Calls the constructor ``name`` with ``kwargs`` after checking every key is accepted."""
+        """Calls the constructor ``name`` with ``kwargs`` after checking every key is accepted.
+
+        A ``TypeError`` or ``ValueError`` (``ConfigError`` included) the constructor raises for a
+        value comes out as a ``ConfigError`` naming ``where``.
+        """
         fn = self.get(name, where)
         kwargs = dict(kwargs or {})
         check_kwargs(fn, kwargs, where or self.kind)
-        return fn(**kwargs)
+        try:
+            return fn(**kwargs)
+        except (TypeError, ValueError) as e:
+            # A constructor rejecting a value is a config error: one line, naming the section.
+            message = " ".join(str(e).split()) or type(e).__name__
+            raise ConfigError(f"{where or self.kind} ({name}): {message}") from e

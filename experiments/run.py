@@ -54,8 +54,20 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+# ``--config.probes.NAME.FIELD=VALUE`` overrides, applied by ``set_field`` after the config file is
+# loaded: absl only overrides fields the file defines, and naming a probe is how one is added.
+_PROBE_OVERRIDES: list[tuple[str, str]] = []
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with every flag or config-file error as one line and exit code 2."""
+    prefix = "--config.probes."
+    for arg in [a for a in argv if a.startswith(prefix)]:
+        key, sep, value = arg[len("--config.") :].partition("=")
+        if not sep:
+            _fail(f"override {arg!r} is not of the form --config.FIELD=VALUE")
+        _PROBE_OVERRIDES.append((key, value))
+        argv.remove(arg)
     try:
         rest = FLAGS(argv)
         if FLAGS.config is None:
@@ -81,15 +93,15 @@ def default_workdir(config_arg: str, now: datetime.datetime | None = None) -> pa
     return pathlib.Path("runs") / name / now.strftime("%Y%m%d-%H%M%S")
 
 
-def _prepare_workdir(workdir: pathlib.Path, resume: bool, overwrite: bool, is_main: bool) -> None:
+def _check_workdir(workdir: pathlib.Path, resume: bool, overwrite: bool) -> bool:
+    """Refuses a non-empty workdir unless resuming or overwriting; True if it must be cleared."""
     if resume and overwrite:
         _fail("--resume and --overwrite exclude each other")
     if workdir.exists() and any(workdir.iterdir()):
-        if overwrite:
-            if is_main:
-                shutil.rmtree(workdir)
-        elif not resume:
+        if not (resume or overwrite):
             _fail(f"workdir {workdir} exists and is not empty; pass --resume or --overwrite")
+        return overwrite
+    return False
 
 
 def main(argv: list[str]) -> int:
@@ -97,24 +109,33 @@ def main(argv: list[str]) -> int:
     # Orbax logs every checkpoint step at INFO; the run's own output is the progress bar.
     logging.set_verbosity(logging.WARNING)
     import jax
+    from jax.experimental import multihost_utils
 
     from dynamics.registry import ConfigError
-    from dynamics.train.config import validate
+    from dynamics.train.config import parse_value, set_field, validate
     from dynamics.train.distributed import maybe_initialize
     from dynamics.train.loop import build, train
 
+    config_arg = FLAGS["config"].serialize().partition("=")[2]
+    workdir = pathlib.Path(_WORKDIR.value or default_workdir(config_arg))
+    # Every process looks at the workdir before joining the run, so none of them can see files
+    # that another one has already written.
+    clear = _check_workdir(workdir, _RESUME.value, _OVERWRITE.value)
     maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if _WORKDIR.value is None and jax.process_count() > 1:
+        _fail("a multi-process run needs the same --workdir on every process")
     config = _CONFIG.value
     try:
+        for key, value in _PROBE_OVERRIDES:
+            set_field(config, key, parse_value(value), where=f"--config.{key}")
         validate(config)
         run = build(config)
     except ConfigError as e:
         _fail(str(e))
-    if _WORKDIR.value is None and jax.process_count() > 1:
-        _fail("a multi-process run needs the same --workdir on every process")
-    config_arg = FLAGS["config"].serialize().partition("=")[2]
-    workdir = pathlib.Path(_WORKDIR.value or default_workdir(config_arg))
-    _prepare_workdir(workdir, _RESUME.value, _OVERWRITE.value, jax.process_index() == 0)
+    if clear and jax.process_index() == 0:
+        shutil.rmtree(workdir)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("workdir ready")
 
     summary = train(run, workdir, resume=_RESUME.value, start_time=START)
     final = summary["final"]

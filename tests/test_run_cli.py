@@ -38,17 +38,31 @@ def _run(*args, timeout=300):
 
 
 @pytest.mark.parametrize(
-    "override, words",
+    "overrides, words",
     [
         ("--config.model.name=mlpp", ["model.name", "mlp", "transformer"]),
+        ("--config.data.name=mnist", ["data.name", "digits", "cifar10"]),
+        ("--config.loss.name=hinge", ["loss.name", "cross_entropy", "stablemax"]),
+        ("--config.optimizer.name=adamm", ["optimizer.name", "adamw", "muon"]),
+        ("--config.optimizer.schedule.name=exp", ["schedule.name", "warmup_cosine"]),
         ("--config.num_steps=many", ["num_steps", "many"]),
         ("--config.model.depth=3", ["model.depth"]),
         ("--config.mesh.data=2", ["mesh.data", "devices"]),
+        ("--config.data.batch_size=5000", ["data.batch_size", "training examples"]),
+        ("--config.probes.sharpnes.every=5", ["probes.sharpnes", "sharpness", "step_stability"]),
+        (
+            "--config.probes.preconditioned_sharpness.every=5",
+            ["preconditioned_sharpness", "adam, adamw, rmsprop"],
+        ),
+        (
+            "--config.probes.hessian_trace.every=5 --config.probes.hessian_trace.num_probes=4",
+            ["probes.hessian_trace", "multiple of 3"],
+        ),
     ],
 )
-def test_config_errors_exit_2_with_one_line_and_write_nothing(tmp_path, override, words):
+def test_config_errors_exit_2_with_one_line_and_write_nothing(tmp_path, overrides, words):
     workdir = tmp_path / "run"
-    result = _run(override, f"--workdir={workdir}")
+    result = _run(*overrides.split(), f"--workdir={workdir}")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -56,6 +70,21 @@ def test_config_errors_exit_2_with_one_line_and_write_nothing(tmp_path, override
         assert word in lines[0]
     assert not workdir.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_probes_are_added_from_the_command_line(tmp_path):
+    """A probe the config file does not define is turned on by naming it; eval_every = 0
+    evaluates at step 0 and at the end only."""
+    probe = "--config.probes.sharpness"
+    args = [f"{probe}.every=5", f"{probe}.k=1", f"{probe}.num_iters=8", "--config.eval_every=0"]
+    result = _run(*args, "--config.num_steps=10", "--config.plots=False", f"--workdir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    records = read_records(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records if "sharpness" in r] == [0, 5, 10]
+    assert all(r["sharpness"] > 0 and "sharpness_2" not in r for r in records if "sharpness" in r)
+    assert [r["step"] for r in records if "train_accuracy" in r] == [0, 10]
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["probes"]["sharpness"] == {"every": 5, "k": 1, "num_iters": 8}
 
 
 def test_existing_workdir_is_refused_untouched_unless_overwritten(tmp_path):

@@ -54,14 +54,15 @@ def optax_step(loss_fn: Callable[..., jax.Array], tx: optax.GradientTransformati
     """``step(params, opt_state, batch) -> (params, opt_state)``: one full-batch optax step.
 
     Transforms with extra-argument support also receive ``grad_fn(params) -> grads`` of the same
-    batch (what the runner passes, and what SAM-type rules need).
+    batch and that batch's ``loss`` at ``params`` (what the runner passes: SAM-type rules need the
+    first, flooding the second).
     """
 
     def step(params, opt_state, batch):
         grad_fn = lambda p: jax.grad(loss_fn)(p, batch)  # noqa: E731
-        grads = grad_fn(params)
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
         if isinstance(tx, optax.GradientTransformationExtraArgs):
-            updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
+            updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn, loss=loss)
         else:
             updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state

@@ -81,6 +81,9 @@ def hutch_plus_plus(matvec: Matvec, like: PyTree, key: jax.Array, num_probes: in
     return TraceEstimate(top + mean, stderr, samples)
 
 
+ESTIMATORS = {"hutchinson": hutchinson, "hutch++": hutch_plus_plus}
+
+
 def hessian_trace(
     loss_fn: Callable[..., jax.Array],
     params: PyTree,
@@ -95,12 +98,11 @@ def hessian_trace(
 
     ``microbatch_size`` and ``precision`` as in :func:`dynamics.curvature.top_eigenpairs`.
     """
-    estimators = {"hutchinson": hutchinson, "hutch++": hutch_plus_plus}
-    if method not in estimators:
-        raise ValueError(f"method must be one of {sorted(estimators)}, got {method!r}")
+    if method not in ESTIMATORS:
+        raise ValueError(f"method must be one of {sorted(ESTIMATORS)}, got {method!r}")
     with jax.default_matmul_precision(precision):
 
         def matvec(v):
             return microbatch_mean(lambda b: hvp(loss_fn, params, v, *b), args, microbatch_size)
 
-        return estimators[method](matvec, params, key, num_probes)
+        return ESTIMATORS[method](matvec, params, key, num_probes)

@@ -58,21 +58,6 @@ def load_sweep(spec: str):
     return config, [dict(r) for r in runs]
 
 
-def _set(config, key: str, value: Any, where: str) -> None:
-    *parents, leaf = key.split(".")
-    node = config
-    for part in parents:
-        if part not in node:
-            raise ConfigError(f"{where} sets {key}, but the config has no field {part}")
-        node = node[part]
-    if leaf not in node:
-        raise ConfigError(f"{where} sets {key}, but the config has no field {key}")
-    try:
-        node[leaf] = value
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where} sets {key} = {value!r}: {e}") from None
-
-
 def shared_keys(shared: Sequence[str]) -> list[str]:
     """The dotted fields of ``--config.a.b=value`` arguments."""
     keys = []
@@ -84,33 +69,29 @@ def shared_keys(shared: Sequence[str]) -> list[str]:
 
 
 def check_runs(config, runs: Sequence[Mapping[str, Any]], shared: Sequence[str] = ()) -> None:
-    """Raises ConfigError if a run's overrides do not apply to ``config`` or fail validation.
+    """Raises ConfigError if an override does not apply to ``config`` or a run fails validation.
 
-    ``shared`` are ``--config.FIELD=VALUE`` arguments for every run; their fields must exist and
-    must not be swept (the sweep's value would silently win).
+    ``shared`` are ``--config.FIELD=VALUE`` arguments for every run, applied (with the value parsed
+    as the runner parses it) before each run's own overrides; their fields must not be swept (the
+    sweep's value would silently win).
     """
-    from dynamics.train.config import validate
+    from dynamics.train.config import parse_value, set_field, validate
 
-    for key in shared_keys(shared):
-        _get(config, key)
+    keys = shared_keys(shared)
+    for key in keys:
         if any(key in run for run in runs):
             raise ConfigError(f"--config.{key} is also set by the sweep; drop one of them")
+    base = copy.deepcopy(config)
+    for key, arg in zip(keys, shared, strict=True):
+        set_field(base, key, parse_value(arg.partition("=")[2]), f"--config.{key}")
     for i, run in enumerate(runs):
-        c = copy.deepcopy(config)
+        c = copy.deepcopy(base)
         for key, value in run.items():
-            _set(c, key, value, f"sweep run {i}")
+            set_field(c, key, value, f"sweep run {i}")
         try:
             validate(c, num_devices=c.mesh.data * c.mesh.model)
         except ConfigError as e:
             raise ConfigError(f"sweep run {i} {dict(run)}: {e}") from None
-
-
-def _get(config, key: str):
-    for part in key.split("."):
-        if part not in config:
-            raise ConfigError(f"override --config.{key}: the config has no field {part}")
-        config = config[part]
-    return config
 
 
 def runner_argv(manifest: Manifest, run: Run, action: str) -> list[str]:

@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import numbers
 
 import jax
@@ -48,7 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
       num_steps: optimizer steps to run.
       log_every: steps between records of the training metrics (loss, accuracy, grad/update/param
         norms of the last step) in ``metrics.jsonl``.
-      eval_every: steps between full-dataset train/test loss and accuracy (0: only at the end).
+      eval_every: steps between full-dataset train/test loss and accuracy (0: only at step 0
+        and at the end; the last step always evaluates).
       checkpoint_every: steps between checkpoints (0: only at the end).
       keep_checkpoints: how many recent checkpoints to keep.
       precision: ``"float32"`` or ``"float64"`` (turns on JAX's x64 mode for the run).
@@ -213,6 +216,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     target = config.stop.train_accuracy
     if target is not None and not 0 < target <= 1:
         raise ConfigError(f"stop.train_accuracy must be in (0, 1], got {target!r}")
+    if target is not None and not config.eval_every and "evaluation" not in config.probes:
+        raise ConfigError(
+            "stop.train_accuracy needs eval_every > 0: it reads the full-dataset train accuracy"
+        )
+
+    if config.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+        raise ConfigError("tensorboard = True needs tensorboardX: pip install -e '.[tensorboard]'")
 
     num_devices = jax.device_count() if num_devices is None else num_devices
     mesh_size = config.mesh.data * config.mesh.model
@@ -228,3 +238,36 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
             raise ConfigError(
                 f"data.batch_size = {batch_size} is not divisible by mesh.data = {config.mesh.data}"
             )
+
+
+def parse_value(raw: str):
+    """A command-line value as Python: a literal (number, tuple, None, True, ...) or the string."""
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def set_field(config: ml_collections.ConfigDict, key: str, value, where: str = "override") -> None:
+    """Sets the dotted field ``key`` of ``config`` to ``value``; raises ConfigError if it cannot.
+
+    Every field must exist already, except under ``probes``: naming a probe adds it
+    (``probes.sharpness.every=50`` turns the sharpness probe on) and its keyword fields may be set
+    freely, since :func:`validate` checks them against the probe's constructor.
+    """
+    *parents, leaf = key.split(".")
+    node = config
+    for depth, part in enumerate(parents):
+        if part not in node:
+            if parents[:depth] != ["probes"]:
+                raise ConfigError(f"{where} sets {key}, but the config has no field {part}")
+            with node.unlocked():
+                node[part] = ml_collections.ConfigDict()
+        node = node[part]
+    if leaf not in node and parents[:1] != ["probes"]:
+        raise ConfigError(f"{where} sets {key}, but the config has no field {key}")
+    try:
+        with node.unlocked():
+            node[leaf] = value
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where} sets {key} = {value!r}: {' '.join(str(e).split())}") from None

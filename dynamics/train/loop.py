@@ -148,8 +148,12 @@ def build(config: ml_collections.ConfigDict) -> Run:
             name: PROBES.build(name, section_kwargs(config, f"probes.{name}"), f"probes.{name}")
             for name in config.probes
         }
-        if config.eval_every and "evaluation" not in probes:
-            probes["evaluation"] = PROBES.build("evaluation", {"every": config.eval_every})
+        if "evaluation" not in probes:
+            # eval_every = 0: only at step 0 and at the end (the last step always evaluates).
+            every = config.eval_every or config.num_steps
+            probes["evaluation"] = PROBES.build("evaluation", {"every": every})
+        for probe in probes.values():
+            probe.check(config)
         _check_shapes(config, dataset, model, per_example_loss)
     return Run(config, dataset, model, per_example_loss, learning_rate, tx, probes)
 
@@ -189,12 +193,14 @@ class _Schedule:
         self.log_every = config.log_every
         self.checkpoint_every = config.checkpoint_every
         self.probes = probes
-        self.intervals = [self.log_every] + [p.every for p in probes.values()]
+        self.intervals = [self.log_every]
         if self.checkpoint_every:
             self.intervals.append(self.checkpoint_every)
 
     def next_event(self, t: int) -> int:
-        return min([(t // k + 1) * k for k in self.intervals] + [self.num_steps])
+        steps = [(t // k + 1) * k for k in self.intervals]
+        steps += [p.next_due(t) for p in self.probes.values()]
+        return min([*steps, self.num_steps])
 
     def log(self, t: int) -> bool:
         return t % self.log_every == 0 or t == self.num_steps
@@ -202,9 +208,7 @@ class _Schedule:
     def probes_due(self, t: int) -> list[str]:
         last = t == self.num_steps
         return [
-            name
-            for name, p in self.probes.items()
-            if t % p.every == 0 or (last and name == "evaluation")
+            name for name, p in self.probes.items() if p.due(t) or (last and name == "evaluation")
         ]
 
     def checkpoint(self, t: int) -> bool:

@@ -7,6 +7,8 @@
   2/lr): ``X`` with the threshold as a dashed line, the edge-of-stability picture.
 * ``metrics.png``: every other scalar metric, one panel per name; names sharing a prefix before
   ``/`` (``weight_norm/Dense_0/kernel``, ...) share a panel.
+* ``spectral_density.png``: the Hessian spectral densities of the ``spectral_density`` probe, one
+  curve per measured step (log density, so the bulk near zero and the outliers both show).
 """
 
 from __future__ import annotations
@@ -84,6 +86,24 @@ def plot_run(records: list[dict], plots_dir) -> list[pathlib.Path]:
             _save(fig, plots_dir / f"{name.replace('/', '_')}.png")
             written.append(plots_dir / f"{name.replace('/', '_')}.png")
             done |= {name, threshold}
+
+    densities = [r for r in records if "spectral_density" in r]
+    if densities:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        colors = plt.cm.viridis([i / max(1, len(densities) - 1) for i in range(len(densities))])
+        for record, color in zip(densities, colors, strict=True):
+            # The smoothed density underflows far from the Ritz values; floor it for the log axis.
+            density = [max(d, 1e-12) for d in record["spectral_density"]]
+            ax.plot(record["spectral_density_grid"], density, color=color, lw=1,
+                    label=f"step {record['step']}")  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xlabel("Hessian eigenvalue")
+        ax.set_ylabel("density")
+        ax.set_title("spectral density (SLQ)")
+        if len(densities) <= 10:
+            ax.legend(fontsize=7)
+        _save(fig, plots_dir / "spectral_density.png")
+        written.append(plots_dir / "spectral_density.png")
 
     groups = defaultdict(list)
     for name in sorted(series):

@@ -1,7 +1,7 @@
 """Module-scoped fixtures: the small problems of ``curvature_problems``."""
 
 import pytest
-from curvature_problems import make_mlp, make_transformer
+from curvature_problems import make_mlp, make_transformer, make_wide_mlp
 
 
 @pytest.fixture(scope="module")
@@ -12,3 +12,8 @@ def mlp():
 @pytest.fixture(scope="module")
 def transformer():
     return make_transformer()
+
+
+@pytest.fixture(scope="module")
+def wide_mlp():
+    return make_wide_mlp()

@@ -81,6 +81,20 @@ def make_mlp(loss=mse, n=32, seed=0) -> Problem:
     return Problem(params, data, _mlp_apply, loss)
 
 
+def make_wide_mlp(seed=0) -> Problem:
+    """An 8-24-4 tanh MLP (316 parameters): Krylov methods must converge well before the space
+    is exhausted (the 51-parameter MLP is decomposed exactly by 51 Lanczos steps)."""
+    rng = np.random.default_rng(seed)
+    params = {
+        "w1": rng.normal(size=(8, 24)) / np.sqrt(8),
+        "b1": 0.1 * rng.normal(size=24),
+        "w2": rng.normal(size=(24, 4)) / np.sqrt(24),
+        "b2": 0.1 * rng.normal(size=4),
+    }
+    data = {"x": rng.normal(size=(64, 8)), "y": rng.integers(0, 4, size=64).astype(np.int32)}
+    return Problem(params, data, _mlp_apply, mse)
+
+
 def make_transformer(seed=0) -> Problem:
     """A 1-layer pre-LN transformer (d 4, 2 heads) on length-3 sequences over 5 tokens."""
     spec = DataSpec((3,), "int32", 4, vocab_size=5)

@@ -19,7 +19,9 @@ def _angles(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.arccos(np.clip(cos, 0.0, 1.0))
 
 
-@pytest.mark.parametrize("name,num_iters", [("mlp", 51), ("transformer", 120)])
+# 60 steps on 316 parameters and 120 on the transformer's 228 test convergence; 51 on the small
+# MLP's 51 parameters tests the exhausted-space case.
+@pytest.mark.parametrize("name,num_iters", [("mlp", 51), ("wide_mlp", 60), ("transformer", 120)])
 def test_top5_against_dense(name, num_iters, request):
     problem = request.getfixturevalue(name)
     with jax.enable_x64(True):
@@ -173,8 +175,14 @@ def test_lanczos_compiles_in_under_10_seconds(mlp):
         )
     )
     # CPU time of this process, not wall time: CI machines run several test processes at once.
-    start = time.process_time()
-    compiled = fn.lower(params, data).compile()
-    elapsed = time.process_time() - start
+    # The persistent compilation cache the test session shares (conftest) would time a load.
+    cache = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        start = time.process_time()
+        compiled = fn.lower(params, data).compile()
+        elapsed = time.process_time() - start
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cache)
     assert elapsed < 10.0, elapsed
     assert np.isfinite(np.asarray(compiled(params, data).eigenvalues)).all()

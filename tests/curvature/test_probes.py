@@ -1,5 +1,7 @@
 """The runner's curvature probes, called directly with a hand-built ProbeContext."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,6 +10,7 @@ import optax
 import pytest
 
 from dynamics.optim.registry import OPTIMIZERS
+from dynamics.registry import ConfigError
 from dynamics.train.config import base_config
 from dynamics.train.probes import PROBES, ProbeContext
 from dynamics.train.probes.curvature import sharpness_threshold
@@ -130,11 +133,25 @@ def test_preconditioned_sharpness_probe_with_adam(mlp):
     assert metrics["preconditioned_sharpness_threshold"] == pytest.approx(3.8 / (0.1 * 0.1))
 
 
-def test_preconditioned_sharpness_needs_an_adaptive_optimizer(mlp):
-    ctx = _context(mlp, _config("sgd"))
+def test_preconditioned_sharpness_needs_an_adaptive_optimizer():
     probe = PROBES.build("preconditioned_sharpness", {"every": 1})
-    with pytest.raises(ValueError, match="optimizer.name"):
-        probe.init(ctx, _params32(mlp))
+    with pytest.raises(ConfigError, match="optimizer.name in adam, adamw, rmsprop; got 'sgd'"):
+        probe.check(_config("sgd"))
+    probe.check(_config("adam"))
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, words",
+    [
+        ("hessian_trace", {"method": "exact"}, "valid choices: hutchinson, hutch++"),
+        ("hessian_trace", {"num_probes": 10}, "multiple of 3"),
+        ("step_stability", {"k": 5, "num_iters": 3}, "1 <= k <= num_iters"),
+        ("sharpness", {"precision": "fp32"}, "valid choices: highest"),
+    ],
+)
+def test_probe_options_are_checked_when_built(name, kwargs, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        PROBES.build(name, {"every": 1, **kwargs}, where=f"probes.{name}")
 
 
 def test_step_stability_probe_for_gd(mlp):
@@ -174,9 +191,12 @@ def test_gradient_overlap_trace_and_density_probes(mlp):
     assert abs(metrics["hessian_trace"] - np.trace(h)) < 3 * metrics["hessian_trace_stderr"]
 
     density = PROBES.build(
-        "spectral_density", {"every": 1, "steps": (10,), "num_points": 64, "num_iters": 20}
+        "spectral_density", {"every": 4, "steps": (10, 3), "num_points": 64, "num_iters": 20}
     )
-    assert density(ctx, 0, params, None, {})[0] == {}
+    # With steps, exactly those steps (not multiples of every), and the loop is told the next one.
+    assert [t for t in range(13) if density.due(t)] == [3, 10]
+    assert [density.next_due(t) for t in (0, 3, 9)] == [3, 10, 10]
+    assert density.next_due(10) > 10**9
     metrics, _ = density(ctx, 10, params, None, {})
     assert len(metrics["spectral_density_grid"]) == len(metrics["spectral_density"]) == 64
     assert np.max(metrics["spectral_density_nodes"]) == pytest.approx(lam[-1], rel=1e-4)

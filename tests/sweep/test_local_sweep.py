@@ -125,6 +125,10 @@ def test_config_errors_fail_before_launching(tmp_path, capsys):
     for bad, message in [
         ("--config.optimizer.nam=1", "no field nam"),
         ("--config.optimizer.learning_rate=1", "also set by the sweep"),
+        # A shared value is applied to every run and validated before anything launches.
+        ("--config.optimizer.name=adamm", "unknown optimizer 'adamm'"),
+        ("--config.num_steps=many", "num_steps"),
+        ("--config.probes.sharpnes.every=5", "unknown probe 'sharpnes'"),
     ]:
         assert sweep_cli.main([f"--config={CONFIG}", f"--sweep-dir={tmp_path}", bad]) == 2
         assert message in capsys.readouterr().err

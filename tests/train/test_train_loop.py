@@ -112,3 +112,13 @@ def test_stop_on_train_accuracy_and_float64(tmp_path):
         )
     leaves = jax.tree.leaves(state["params"])
     assert leaves and all(np.asarray(p).dtype == np.float64 for p in leaves)
+
+
+def test_tensorboard_events_from_a_run(tmp_path):
+    config = _config(tensorboard=True, num_steps=10)
+    _train(config, tmp_path)
+    (events,) = (tmp_path / "tensorboard").iterdir()
+    assert events.name.startswith("events.out.tfevents")
+    data = events.read_bytes()
+    for tag in (b"loss", b"train_accuracy", b"running_norm_sum"):
+        assert tag in data, tag

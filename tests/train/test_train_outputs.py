@@ -40,8 +40,10 @@ def test_plots_pair_metrics_with_thresholds(tmp_path):
          "sharpness_threshold": 4.0, "weight_norm/a": 1.0 + s, "weight_norm/b": 2.0, "lr": 0.1}
         for s in range(10)
     ]  # fmt: skip
+    records[5] |= {"spectral_density_grid": [-1.0, 0.0, 1.0], "spectral_density": [0.1, 2.0, 0.0]}
     written = {p.name for p in plots.plot_run(records, tmp_path / "plots")}
-    assert written == {"loss.png", "accuracy.png", "sharpness.png", "metrics.png"}
+    expected = {"loss.png", "accuracy.png", "sharpness.png", "metrics.png", "spectral_density.png"}
+    assert written == expected
     assert all((tmp_path / "plots" / name).stat().st_size > 1000 for name in written)
 
 

@@ -60,6 +60,19 @@ class Probe:
             raise ValueError(f"probe every must be a positive number of steps, got {every}")
         self.every = every
 
+    def due(self, step: int) -> bool:
+        """Whether the probe runs at ``step`` (every ``every`` steps, step 0 included)."""
+        return step % self.every == 0
+
+    def next_due(self, step: int) -> int:
+        """The first step after ``step`` at which the probe runs."""
+        return (step // self.every + 1) * self.every
+
+    def check(self, config: ml_collections.ConfigDict) -> None:
+        """Raises ``ConfigError`` when the probe cannot run with this config (before any file is
+        written); the default accepts every config."""
+        del config
+
     def init(self, ctx: ProbeContext, params: Any) -> Any:
         """Returns the probe's initial state (a pytree of arrays; ``{}`` when stateless)."""
         del ctx, params

@@ -19,7 +19,8 @@ resumed run logs the same numbers.
   Adam family, 2/lr for RMSProp.
 * ``spectral_density(every, steps=None, num_probes=4, num_iters=40, num_points=256, ...)``: SLQ
   density as lists ``spectral_density_grid``, ``spectral_density``, plus the raw
-  ``spectral_density_nodes`` and ``spectral_density_weights``; with ``steps``, only at those steps.
+  ``spectral_density_nodes`` and ``spectral_density_weights``; with ``steps``, exactly at those
+  steps (``every`` is then unused), e.g. ``steps=(0, 1000, 5000)``.
 * ``hessian_trace(every, num_probes=30, method="hutch++", ...)``: ``hessian_trace`` and
   ``hessian_trace_stderr``.
 * ``gradient_overlap(every, k=10, ...)``: fractions of the gradient and of the optimizer update
@@ -37,6 +38,7 @@ Example (config):
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any
 
 import jax
@@ -45,11 +47,13 @@ import jax.numpy as jnp
 from dynamics import curvature
 from dynamics.curvature import tree
 from dynamics.curvature.operators import take
+from dynamics.curvature.trace import ESTIMATORS
 from dynamics.optim.registry import OPTIMIZERS
 from dynamics.registry import ConfigError
 from dynamics.train.probes.base import PROBES, Probe, ProbeContext
 
 ADAM_FAMILY = ("adam", "adamw")
+PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
 
 
 def optimizer_kwargs(config) -> dict[str, Any]:
@@ -97,11 +101,34 @@ def sharpness_threshold(config, learning_rate: float) -> float | None:
     return None
 
 
+def _adaptive_preconditioner(config):
+    """``(preconditioner(opt_state), threshold(lr))`` of an Adam-family or RMSProp optimizer."""
+    name, kwargs = config.optimizer.name, optimizer_kwargs(config)
+    if name in ADAM_FAMILY:
+        return (
+            lambda s: curvature.adam_preconditioner(s, b2=kwargs["b2"], eps=kwargs["eps"]),
+            lambda lr: curvature.adam_threshold(lr, kwargs["b1"]),
+        )
+    if name == "rmsprop":
+        return (
+            lambda s: curvature.rmsprop_preconditioner(s, eps=kwargs["eps"]),
+            curvature.gd_threshold,
+        )
+    raise ConfigError(
+        f"probes.preconditioned_sharpness needs optimizer.name in "
+        f"{', '.join((*ADAM_FAMILY, 'rmsprop'))}; got {name!r}"
+    )
+
+
 class _CurvatureProbe(Probe):
     """Shared options: the data subset, microbatching, precision and per-step randomness."""
 
     def __init__(self, every, num_examples=None, microbatch_size=None, precision="highest"):
         super().__init__(every)
+        if precision is not None and precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown matmul precision {precision!r}; valid choices: {', '.join(PRECISIONS)}"
+            )
         self.num_examples = num_examples
         self.microbatch_size = microbatch_size
         self.precision = precision
@@ -213,25 +240,10 @@ class PreconditionedSharpness(_EigenProbe):
         super().__init__(every, k, num_iters, num_examples, microbatch_size, precision)
 
     def _preconditioner(self, ctx):
-        name, kwargs = ctx.config.optimizer.name, optimizer_kwargs(ctx.config)
-        if name in ADAM_FAMILY:
-            return (
-                lambda s: curvature.adam_preconditioner(s, b2=kwargs["b2"], eps=kwargs["eps"]),
-                lambda lr: curvature.adam_threshold(lr, kwargs["b1"]),
-            )
-        if name == "rmsprop":
-            return (
-                lambda s: curvature.rmsprop_preconditioner(s, eps=kwargs["eps"]),
-                curvature.gd_threshold,
-            )
-        raise ConfigError(
-            f"probes.preconditioned_sharpness needs optimizer.name in "
-            f"{', '.join((*ADAM_FAMILY, 'rmsprop'))}; got {name!r}"
-        )
+        return _adaptive_preconditioner(ctx.config)
 
-    def init(self, ctx, params):
-        self._preconditioner(ctx)
-        return super().init(ctx, params)
+    def check(self, config):
+        _adaptive_preconditioner(config)
 
     def compute(self, ctx, params, opt_state, data, init, key):
         preconditioner, _ = self._preconditioner(ctx)
@@ -269,14 +281,20 @@ class SpectralDensity(_CurvatureProbe):
         precision="highest",
     ):
         super().__init__(every, num_examples, microbatch_size, precision)
-        self.steps = None if steps is None else frozenset(int(s) for s in steps)
+        self.steps = None if steps is None else sorted({int(s) for s in steps})
         self.options = dict(
             num_probes=num_probes, num_iters=num_iters, num_points=num_points, sigma=sigma
         )
 
+    def due(self, step):
+        return step in self.steps if self.steps is not None else super().due(step)
+
+    def next_due(self, step):
+        if self.steps is None:
+            return super().next_due(step)
+        return next((s for s in self.steps if s > step), sys.maxsize)
+
     def __call__(self, ctx, step, params, opt_state, probe_state):
-        if self.steps is not None and step not in self.steps:
-            return {}, probe_state
         if self._fn is None:
             self._fn = jax.jit(
                 lambda p, d, key: curvature.spectral_density(
@@ -303,6 +321,14 @@ class HessianTrace(_CurvatureProbe):
         precision="highest",
     ):
         super().__init__(every, num_examples, microbatch_size, precision)
+        if method not in ESTIMATORS:
+            raise ConfigError(
+                f"unknown trace method {method!r}; valid choices: " + ", ".join(ESTIMATORS)
+            )
+        if method == "hutch++" and (num_probes % 3 or num_probes < 6):
+            raise ConfigError(
+                f"hutch++ needs num_probes a multiple of 3 and >= 6, got {num_probes}"
+            )
         self.num_probes, self.method = num_probes, method
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
@@ -338,9 +364,11 @@ class GradientOverlap(_EigenProbe):
 
     def compute(self, ctx, params, opt_state, data, init, key):
         pairs = self.top_eigenpairs(ctx, params, data, init, key)
-        _, grads = curvature.dataset_loss_and_grad(ctx.loss_fn, params, data, self.microbatch_size)
+        loss, grads = curvature.dataset_loss_and_grad(
+            ctx.loss_fn, params, data, self.microbatch_size
+        )
         updates, _ = ctx.tx.update(
-            grads, opt_state, params, grad_fn=lambda p: jax.grad(ctx.loss_fn)(p, data)
+            grads, opt_state, params, grad_fn=lambda p: jax.grad(ctx.loss_fn)(p, data), loss=loss
         )
         metrics = {
             "gradient_overlap": curvature.subspace_fraction(pairs.eigenvectors, grads),
@@ -354,6 +382,8 @@ class GradientOverlap(_EigenProbe):
 class StepStabilityProbe(_CurvatureProbe):
     def __init__(self, every, k=1, num_iters=20, num_examples=None, precision="highest"):
         super().__init__(every, num_examples=num_examples, precision=precision)
+        if not 1 <= k <= num_iters:
+            raise ConfigError(f"probe needs 1 <= k <= num_iters, got k={k}, num_iters={num_iters}")
         self.k, self.num_iters = k, num_iters
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
