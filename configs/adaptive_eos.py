@@ -10,10 +10,13 @@ Presets (``--config=configs/adaptive_eos.py:<preset>``), all on the digits setup
 
 * ``adam`` (default): Adam lr 1e-3 (38/lr = 38,000), b1 0.9, b2 0.999; the
   ``preconditioned_sharpness`` probe (with its threshold) and the raw ``sharpness`` alongside.
-* ``optimizers``: the ``step_stability`` probe -- the spectral radius of the linearized update
-  map of the whole optimizer step (``dynamics.curvature.stability``) -- against the line 1. The
-  default rule is GD (lr 0.1); ``get_sweep("optimizers")`` runs GD, heavy-ball momentum, Adam,
-  Muon and SOAP.
+* ``optimizers``: the ``step_stability`` probe on the linearized update map of the whole
+  optimizer step (``dynamics.curvature.stability``): its spectral radius and its largest
+  oscillating multiplier (``step_stability_flip``, negative real part), against the line 1. The
+  spectral radius sits near 1 throughout (flat directions give multipliers 1); the edge of
+  stability is the oscillating multiplier reaching -1 (GD: ``lr lambda_max - 1``), which the
+  analysis follows. The default rule is GD (lr 0.1); ``get_sweep("optimizers")`` runs GD,
+  heavy-ball momentum, Adam, Muon and SOAP.
 
 Example:
   python -m experiments.run --config=configs/adaptive_eos.py:adam
@@ -64,7 +67,8 @@ def get_config(arg: str | None = None):
         config.optimizer.name = "sgd"
         config.optimizer.learning_rate = 0.1
         config.probes.step_stability = dict(every=50)
-        config.analysis.metric = "step_stability"
+        config.analysis.metric = "step_stability_flip"
+        config.analysis.also_plot = ("step_stability",)
     return config
 
 

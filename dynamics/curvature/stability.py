@@ -43,11 +43,17 @@ class StepStability(NamedTuple):
     eigenvalues: ``[k]`` complex Ritz values of J, largest magnitude first.
     spectral_radius: |eigenvalues[0]|.
     residuals: ``[k]`` Arnoldi residual estimates |h_{m+1,m} s_{m,i}| of the Ritz pairs.
+    flip_radius: the largest |mu| over the Ritz values mu with Re mu < 0 (0 if none): the
+      oscillating modes, which leave the unit circle near -1 at the edge of stability (GD:
+      lr lambda_max - 1, which reaches 1 at lambda_max = 2/lr). The spectral radius itself stays
+      near 1 all along: flat directions of the loss give multipliers 1, and negative curvature
+      multipliers just above 1 (a saddle being escaped, not an oscillation).
     """
 
     eigenvalues: jax.Array
     spectral_radius: jax.Array
     residuals: jax.Array
+    flip_radius: jax.Array
 
 
 def optax_step(loss_fn: Callable[..., jax.Array], tx: optax.GradientTransformation):
@@ -158,4 +164,7 @@ def step_stability(
     values, vectors = jnp.linalg.eig(hessenberg[:num_iters])
     idx = jnp.argsort(-jnp.abs(values))[:k]
     residuals = jnp.abs(hessenberg[num_iters, num_iters - 1] * vectors[num_iters - 1, idx])
-    return StepStability(values[idx], jnp.abs(values[idx[0]]), residuals)
+    # Krylov methods resolve both ends of the spectrum first, so the multiplier nearest -1 is
+    # among the converged Ritz values even when the cluster near 1 is larger in magnitude.
+    flip = jnp.max(jnp.where(values.real < 0, jnp.abs(values), 0.0))
+    return StepStability(values[idx], jnp.abs(values[idx[0]]), residuals, flip)

@@ -29,6 +29,33 @@ def test_gd_spectral_radius_is_max_abs_one_minus_lr_lambda(mlp):
     np.testing.assert_allclose(np.asarray(result.eigenvalues).real, expected, rtol=1e-8)
     np.testing.assert_allclose(np.asarray(result.eigenvalues).imag, 0.0, atol=1e-8)
     assert float(result.spectral_radius) == pytest.approx(np.max(np.abs(multipliers)), rel=1e-8)
+    flipped = np.abs(multipliers[multipliers < 0])
+    assert float(result.flip_radius) == pytest.approx(np.max(flipped, initial=0.0), rel=1e-8)
+
+
+@pytest.mark.parametrize("lr", [0.4, 0.7])
+def test_gd_flip_radius_converges_before_the_krylov_space_is_exhausted(wide_mlp, lr):
+    """316 parameters, 40 Arnoldi steps: the multiplier 1 - lr lambda_max (below -1 at lr 0.7,
+    inside the unit circle at 0.4) is resolved although most multipliers cluster near 1."""
+    tx = optax.sgd(lr)
+    with jax.enable_x64(True):
+        lam = np.linalg.eigvalsh(wide_mlp.dense_hessian())
+        params = wide_mlp.jax_params()
+        result = curvature.step_stability(
+            curvature.optax_step(wide_mlp.loss_fn, tx),
+            params,
+            tx.init(params),
+            wide_mlp.jax_data(),
+            k=1,
+            num_iters=40,
+            key=jax.random.key(0),
+        )
+    assert lr * lam[-1] > 1  # the top multiplier has flipped sign
+    assert float(result.flip_radius) == pytest.approx(lr * lam[-1] - 1, rel=1e-8)
+    # The other end (the negative eigenvalues -1.05, -1.02, -1.00 cluster) converges slower.
+    assert float(result.spectral_radius) == pytest.approx(
+        max(lr * lam[-1] - 1, 1 - lr * lam[0]), rel=1e-6
+    )
 
 
 def _quadratic(lam_max):
@@ -71,4 +98,7 @@ def test_momentum_crosses_one_at_its_threshold(nesterov):
                 expected = max(expected, np.max(np.abs(np.linalg.eigvals(t))))
             assert float(result.spectral_radius) == pytest.approx(expected, rel=1e-8)
             radii.append(float(result.spectral_radius))
+            # Past the threshold the escaping multiplier is the real one below -1.
+            if factor > 1:
+                assert float(result.flip_radius) == pytest.approx(expected, rel=1e-8)
     assert radii[0] < 1 < radii[1]

@@ -27,8 +27,10 @@ resumed run logs the same numbers.
   inside the top-k Hessian eigenspace (``gradient_overlap``, ``update_overlap``) and the overlap of
   that eigenspace with the previous probe's (``eigenspace_overlap``, from the second call on).
 * ``step_stability(every, k=1, num_iters=20, ...)``: the spectral radius of the Jacobian of one
-  full-batch optimizer step (parameters and optimizer state) ``step_stability``, with
-  ``step_stability_threshold`` = 1.
+  full-batch optimizer step (parameters and optimizer state) ``step_stability``, and the largest
+  multiplier with negative real part ``step_stability_flip`` (the oscillating mode that crosses
+  -1 at the edge of stability; see :class:`dynamics.curvature.StepStability`), each with its
+  threshold 1.
 
 Example (config):
   >>> import ml_collections
@@ -404,6 +406,8 @@ class StepStabilityProbe(_CurvatureProbe):
         return {
             "step_stability": float(result.spectral_radius),
             "step_stability_threshold": 1.0,
+            "step_stability_flip": float(result.flip_radius),
+            "step_stability_flip_threshold": 1.0,
         }, probe_state
 
 
