@@ -5,7 +5,8 @@ seeds) finds the same directories and skips or resumes them. Keys are shortened 
 dotted suffix that is unique within the run (``optimizer.learning_rate`` -> ``learning_rate``),
 values are written with ``repr`` for numbers (exact: ``0.1`` and ``0.1000001`` stay apart), pairs
 are joined by ``,``. A run without overrides is ``base``; names longer than 120 characters keep a
-prefix and a hash of the full name.
+prefix and a hash of the full name, and names whose unsafe characters were replaced by ``_`` get
+that hash appended, so two runs never share a directory.
 
 Example:
   >>> run_name({"optimizer.learning_rate": 0.05, "seed": 1, "model.widths": (32, 32)})
@@ -59,9 +60,11 @@ def run_name(overrides: Mapping[str, Any]) -> str:
     if not overrides:
         return "base"
     short = short_keys(list(overrides))
-    name = ",".join(f"{short[k]}={_name_value(v)}" for k, v in overrides.items())
-    name = _UNSAFE.sub("_", name)
+    full = ",".join(f"{short[k]}={_name_value(v)}" for k, v in overrides.items())
+    name = _UNSAFE.sub("_", full)
+    digest = hashlib.sha1(full.encode()).hexdigest()[:10]
     if len(name) > MAX_NAME:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
         name = f"{name[: MAX_NAME - 11]}-{digest}"
+    elif name != full:  # "a/b" and "a_b" must not share a directory
+        name = f"{name}-{digest}"
     return name

@@ -53,9 +53,13 @@ def test_run_names():
     assert name == "model.width=8,data.width=4,act=relu"
     # Exact floats: nearby values give different names; unsafe characters are replaced.
     assert sw.run_name({LR: 0.1}) != sw.run_name({LR: 0.1 + 1e-12})
+    name = sw.run_name({"data.path": "a/b c", "model.widths": (32, 16)})
     assert (
-        sw.run_name({"data.path": "a/b c", "model.widths": (32, 16)}) == "path=a_b_c,widths=32x16"
+        name.startswith("path=a_b_c,widths=32x16-")
+        and len(name) == len("path=a_b_c,widths=32x16") + 11
     )
+    # ... and names that only differed in those characters stay apart.
+    assert sw.run_name({"data.path": "a/b"}) != sw.run_name({"data.path": "a_b"}) == "path=a_b"
     long = sw.run_name({f"k{i}": "v" * 20 for i in range(10)})
     assert len(long) == naming.MAX_NAME
     assert long != sw.run_name({f"k{i}": "v" * 20 for i in range(9)} | {"k9": "w" * 20})
