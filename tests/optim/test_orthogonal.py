@@ -142,6 +142,36 @@ def test_newton_schulz_matches_numpy_float64_batched_and_dtype():
         np.testing.assert_allclose(np.asarray(svd_polar(jnp.asarray(x[0]))), np_polar(x[0]))
 
 
+def test_newton_schulz_bf16_applies_the_exact_coefficients():
+    """In bf16 only the matrix operands are rounded: a step applies Muon's exact quintic, not the
+    one with bf16-rounded coefficients (3.4375, -4.78125, 2.03125).
+
+    The two float64 references differ by ~0.2% of the output, less than bf16's element-wise
+    rounding, so the test projects the output's deviation from the exact-coefficient reference
+    onto the difference of the references: unbiased rounding noise is nearly orthogonal to it,
+    giving ~0 for exact coefficients and ~1 for rounded ones.
+    """
+    bf16 = jnp.bfloat16
+    x = RNG.normal(size=(128, 256)).astype(bf16).astype(np.float64)  # bf16-representable
+    out = newton_schulz(jnp.asarray(x, bf16), steps=1, dtype=bf16)
+    assert out.dtype == bf16
+    out = np.asarray(out.astype(jnp.float32), np.float64)
+    # The step's input as the code forms it: normalized in float32, then rounded to bf16.
+    x0 = (x / (np.linalg.norm(x) + 1e-7)).astype(bf16).astype(np.float64)
+
+    def quintic(X, a, b, c):
+        A = X @ X.T
+        return a * X + (b * A + c * A @ A) @ X
+
+    rounded_abc = [float(np.float64(v).astype(bf16)) for v in MUON_ABC[0]]
+    assert rounded_abc == [3.4375, -4.78125, 2.03125]
+    exact = quintic(x0, *MUON_ABC[0])
+    delta = quintic(x0, *rounded_abc) - exact
+    projection = np.vdot(out - exact, delta) / np.vdot(delta, delta)
+    assert abs(projection) < 0.2, projection
+    assert np.linalg.norm(out - exact) < 2**-8 * np.linalg.norm(exact)
+
+
 # ------------------------------------------------------------------------------------ muon
 def np_muon(grads, beta, nesterov, orth, scale):
     m = np.zeros_like(grads[0])
