@@ -15,6 +15,7 @@ import optax
 import pytest
 
 from dynamics.optim import (
+    OPTIMIZERS,
     conda,
     default_labels,
     muon,
@@ -186,13 +187,21 @@ def np_muon(grads, beta, nesterov, orth, scale):
 @pytest.mark.parametrize("kind", ["wide", "tall"])
 @pytest.mark.parametrize(
     "scaling,nesterov",
-    [("shape", True), ("consistent_rms", False), ("unit_rms", True), ("none", False)],
+    [
+        ("shape", True),
+        ("consistent_rms", False),
+        ("spectral", True),
+        ("unit_rms", True),
+        ("none", False),
+    ],
 )
 def test_muon_matches_numpy(kind, scaling, nesterov):
     fan_in, fan_out = SHAPES[kind]
     scale = {
         "shape": math.sqrt(max(1, fan_out / fan_in)),
         "consistent_rms": 0.2 * math.sqrt(max(fan_in, fan_out)),
+        # Issue 4's name for Moonlight's consistent-RMS factor: the same 0.2 sqrt(max(m, n)).
+        "spectral": 0.2 * math.sqrt(max(fan_in, fan_out)),
         "unit_rms": math.sqrt(fan_out / fan_in),
         "none": 1.0,
     }[scaling]
@@ -300,9 +309,13 @@ def test_normuon_matches_numpy(layout):
 
 
 # ------------------------------------------------------------------------------------ AdaGO
-def test_adago_matches_numpy_with_active_clipping():
+@pytest.mark.parametrize("defaults", [False, True], ids=["explicit", "defaults"])
+def test_adago_matches_numpy_with_active_clipping(defaults):
+    """Algorithm of Zhang, Liu, Schaeffer (2025): v^2 += min(||G||^2, gamma^2), step
+    max(eps, min(||G||, gamma) / v) orth(M); with the documented defaults too (mu 0.95,
+    gamma 1, v0 1e-6, eps 1e-3), typed here from the docstring."""
     grads = [g * f for g, f in zip(GRADS["wide"], (0.05, 3.0, 0.2), strict=True)]
-    mu, gamma, v0, eps = 0.9, 1.0, 1e-3, 0.05
+    mu, gamma, v0, eps = (0.95, 1.0, 1e-6, 1e-3) if defaults else (0.9, 1.0, 1e-3, 0.05)
     m, v_sq, want = 0.0, v0**2, []
     for g in grads:
         m = mu * m + (1 - mu) * g
@@ -311,30 +324,57 @@ def test_adago_matches_numpy_with_active_clipping():
         alpha = max(eps, min(gn, gamma) / np.sqrt(v_sq))
         want.append(alpha * np_polar(m))
     assert np.linalg.norm(grads[1]) > gamma  # the clip is exercised
+    kwargs = {} if defaults else dict(beta=mu, gamma=gamma, v0=v0, min_step=eps)
     with jax.enable_x64(True):
-        got = run_rule(
-            scale_by_adago(beta=mu, gamma=gamma, v0=v0, min_step=eps, orthogonalizer="svd"), grads
-        )
+        got = run_rule(scale_by_adago(orthogonalizer="svd", **kwargs), grads)
     assert_steps(got, want)
 
 
 # ------------------------------------------------------------------------------------- AuON
-@pytest.mark.parametrize("ns_steps", [0, 1])
-def test_auon_matches_numpy(ns_steps):
+# variant -> (scale_by_auon kwargs, NumPy orthogonalizer of the hybrid or None)
+AUON_VARIANTS = {
+    "plain": (dict(ns_steps=0), None),
+    "hybrid_ns1": (dict(ns_steps=1, compute_dtype=jnp.float64), lambda u: np_ns(u, MUON_ABC[:1])),
+    "hybrid_svd": (dict(ns_steps=1, orthogonalizer="svd"), np_polar),
+    "hybrid_callable": (
+        dict(ns_steps=1, orthogonalizer=lambda x: polar_express(x, steps=3, dtype=jnp.float64)),
+        lambda u: np_ns(u, PE_ABC[:3], 1.01),
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(AUON_VARIANTS))
+def test_auon_matches_numpy(variant):
+    kwargs, np_orth = AUON_VARIANTS[variant]
     grads, (fan_in, fan_out), gamma, b = GRADS["wide"], SHAPES["wide"], 1.5, 0.95
     m, want = 0.0, []
     for g in grads:
         m = b * m + (1 - b) * g
         u = (1 - b) * g + b * m
-        x = np_ns(u, MUON_ABC[:ns_steps]) if ns_steps else u
+        x = np_orth(u) if np_orth else u
         x = x / (np.linalg.norm(x) + 1e-7)
         r = np.sqrt(np.mean(np.cosh(gamma * x) ** 2))
         want.append(math.sqrt(max(1, fan_out / fan_in)) * x / (r + 1e-8))
         # The factor is pinned between 1 and sqrt(1 + sinh(gamma)^2 / N) (issue 4's remark).
         assert 1 <= r <= math.sqrt(1 + math.sinh(gamma) ** 2 / x.size) + 1e-12
     with jax.enable_x64(True):
-        got = run_rule(scale_by_auon(ns_steps=ns_steps, compute_dtype=jnp.float64), grads)
+        got = run_rule(scale_by_auon(**kwargs), grads)
     assert_steps(got, want, rtol=1e-8, atol=1e-10)
+
+
+def test_auon_hybrid_alias_takes_an_orthogonalizer():
+    """The registered hybrid forwards ``orthogonalizer=``; plain AuON refuses one (it has none)."""
+    g = GRADS["wide"][0]
+    with jax.enable_x64(True):
+        tx = OPTIMIZERS.build("auon_hybrid", {"learning_rate": 0.1, "orthogonalizer": "svd"})
+        params = {"w": jnp.zeros(g.shape)}
+        u, _ = tx.update({"w": jnp.asarray(g)}, tx.init(params), params)
+    # Step 1: u = (1 - b^2) g, so X is polar(g) / sqrt(6) (6 unit singular values).
+    x = np_polar(g) / math.sqrt(6)
+    r = np.sqrt(np.mean(np.cosh(1.5 * x) ** 2))
+    np.testing.assert_allclose(u["w"], -0.1 * math.sqrt(10 / 6) * x / (r + 1e-8), rtol=1e-6)
+    with pytest.raises(ValueError, match="ns_steps > 0"):
+        scale_by_auon(orthogonalizer="svd")
 
 
 # ------------------------------------------------------------------------------------ Conda
