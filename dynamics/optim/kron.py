@@ -131,6 +131,7 @@ def _precondition(qs, g):
 
 
 def scale_by_kron(
+    *,
     b1: float = 0.9,
     precond_lr: float = 0.1,
     precond_init_scale: float = 1.0,
@@ -234,6 +235,7 @@ def scale_by_kron(
 
 def kron(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
+    *,
     b1: float = 0.9,
     precond_lr: float = 0.1,
     precond_init_scale: float = 1.0,
