@@ -117,12 +117,18 @@ def _refit(qs, h, v, lr):
 
 
 def _balance(qs):
-    """Rescales the factors to a common max-abs entry; the Kronecker product is unchanged."""
+    """Rescales the factors to a common max-abs entry; the Kronecker product is unchanged.
+
+    If a factor is all zeros the product is zero whatever the scales, and ``log(0)`` would
+    turn every factor into NaN, so the factors are then returned unchanged.
+    """
     if len(qs) < 2:
         return qs
     norms = jnp.stack([jnp.max(jnp.abs(q)) for q in qs])
-    target = jnp.exp(jnp.mean(jnp.log(norms)))
-    return [q * (target / n) for q, n in zip(qs, norms, strict=True)]
+    nonzero = jnp.all(norms > 0)
+    safe = jnp.where(nonzero, norms, 1.0)
+    target = jnp.exp(jnp.mean(jnp.log(safe)))
+    return [q * (target / n) for q, n in zip(qs, safe, strict=True)]
 
 
 def _precondition(qs, g):

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from dynamics.optim import kronecker as kr
-from dynamics.optim.kron import scale_by_kron, update_probability
+from dynamics.optim.kron import _balance, scale_by_kron, update_probability
 from dynamics.optim.shampoo import scale_by_shampoo, shampoo
 from dynamics.optim.soap import scale_by_soap, soap
 from dynamics.optim.splus import scale_by_splus, splus, splus_eval_params
@@ -289,6 +289,30 @@ def test_kron_matches_numpy():
         np.tril(np.asarray(q2), -1), 0
     )
     assert state.qs["b"][0].shape == (3,)
+
+
+def test_kron_balance_keeps_the_product_and_survives_a_zero_factor():
+    r = np.random.default_rng(6)
+    qs = [
+        5.0 * np.triu(r.normal(size=(3, 3))),
+        0.01 * np.triu(r.normal(size=(4, 4))),
+        r.normal(size=2),
+    ]
+    with jax.enable_x64(True):
+        out = [np.asarray(q) for q in _balance([jnp.asarray(q) for q in qs])]
+        zero = [np.asarray(q) for q in _balance([jnp.zeros((3, 3)), jnp.asarray(qs[1])])]
+    as_matrix = lambda q: np.diag(q) if q.ndim == 1 else q  # noqa: E731
+    np.testing.assert_allclose(
+        np.kron(np.kron(*map(as_matrix, out[:2])), as_matrix(out[2])),
+        np.kron(np.kron(*map(as_matrix, qs[:2])), as_matrix(qs[2])),
+        rtol=1e-12,
+        atol=1e-15,
+    )
+    target = np.prod([np.abs(q).max() for q in qs]) ** (1 / 3)
+    np.testing.assert_allclose([np.abs(q).max() for q in out], target, rtol=1e-12)
+    # A zero factor makes the product zero: the factors come back unchanged, not NaN.
+    np.testing.assert_array_equal(zero[0], 0.0)
+    np.testing.assert_array_equal(zero[1], qs[1])
 
 
 def test_kron_update_probability_and_key():
