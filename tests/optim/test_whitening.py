@@ -427,9 +427,16 @@ def _steps_to_tolerance(make, learning_rates, num_steps, tol=1e-6):
     return min(hits) if hits else None
 
 
+# Adam's learning rates: a half-decade grid over three decades, so that the comparison is with
+# Adam at its best learning rate, not at a few large ones.
+ADAM_LEARNING_RATES = [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
+
+
 @pytest.mark.slow
 def test_shampoo_and_soap_beat_adam_tenfold_on_kronecker_quadratic():
-    adam = _steps_to_tolerance(optax.adam, [0.1, 0.3, 1.0], 4000)
+    """Measured: adam 2224 steps (best lr 0.3; lr <= 0.03 does not reach 1e-6 in 4000 steps),
+    shampoo 139, soap 120."""
+    adam = _steps_to_tolerance(optax.adam, ADAM_LEARNING_RATES, 4000)
     sham = _steps_to_tolerance(
         lambda lr: shampoo(lr, b2=1.0, precondition_every=1, start_preconditioning_step=1),
         [1.0, 3.0],
