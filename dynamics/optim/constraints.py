@@ -13,8 +13,17 @@ back into a spectral-norm ball, so the network's Lipschitz bound holds at every 
 * ``spectral_weight_decay``: decay only along the top singular direction,
   ``W <- W - rate * sigma_1 u_1 v_1^T``.
 
-``sigma_1, u_1, v_1`` come from a few power iterations warm-started from the previous step's
-right singular vector (kept in the state), so the estimate sharpens as training goes.
+``sigma_1, u_1, v_1`` come from ``power_iters`` (default 3) power iterations on ``W^T W`` per
+step, warm-started from the previous step's right singular vector, which is kept in the state
+(as a spectral-norm layer keeps its ``u``); only the very first start is a fixed random vector
+(``jax.random.key(0)``; a constant vector can be orthogonal to the top direction). This is an
+approximation: ``sigma = ||W v||`` with a unit ``v`` is a lower bound of the true ``sigma_1``,
+so until ``v`` has converged ``spectral_normalize`` and ``spectral_hammer`` can leave
+``sigma_1`` slightly above ``bound``. Each iteration shrinks the error of ``v`` by
+``(sigma_2 / sigma_1)^2``, and since the weights move little between steps the warm start keeps
+accumulating iterations, so the bound holds to round-off after a few steps unless the top two
+singular values are nearly tied. For a bound exact at every step use ``spectral_cap`` (SVD) or
+raise ``power_iters``.
 
 Each transform returns ``u' = proj(p + u) - p``: chained after an update rule, the applied step
 lands on the constrained weights. They need ``params`` and are layout-free (singular values do

@@ -48,7 +48,7 @@ class GrokfastEmaState(NamedTuple):
 
 
 @FILTERS.register("grokfast_ema")
-def grokfast_ema(alpha: float = 0.98, lamb: float = 2.0) -> optax.GradientTransformation:
+def grokfast_ema(*, alpha: float = 0.98, lamb: float = 2.0) -> optax.GradientTransformation:
     """Amplifies the slow gradient component: ``g + lamb ema(g)`` (Grokfast-EMA)."""
 
     def init_fn(params):
@@ -83,7 +83,7 @@ class GrokfastMaState(NamedTuple):
 
 @FILTERS.register("grokfast_ma")
 def grokfast_ma(
-    window: int = 100, lamb: float = 5.0, warmup: bool = True
+    *, window: int = 100, lamb: float = 5.0, warmup: bool = True
 ) -> optax.GradientTransformation:
     """Amplifies the moving average of the last ``window`` gradients (Grokfast-MA).
 
@@ -121,7 +121,7 @@ def grokfast_ma(
 
 
 @FILTERS.register("orthogonal_gradient")
-def orthogonal_gradient(eps: float = 1e-30) -> optax.GradientTransformation:
+def orthogonal_gradient(*, eps: float = 1e-30) -> optax.GradientTransformation:
     """Per tensor, removes the component of ``g`` along ``w`` and restores ``||g||`` (⊥Grad).
 
     Args:

@@ -117,12 +117,18 @@ def _refit(qs, h, v, lr):
 
 
 def _balance(qs):
-    """Rescales the factors to a common max-abs entry; the Kronecker product is unchanged."""
+    """Rescales the factors to a common max-abs entry; the Kronecker product is unchanged.
+
+    If a factor is all zeros the product is zero whatever the scales, and ``log(0)`` would
+    turn every factor into NaN, so the factors are then returned unchanged.
+    """
     if len(qs) < 2:
         return qs
     norms = jnp.stack([jnp.max(jnp.abs(q)) for q in qs])
-    target = jnp.exp(jnp.mean(jnp.log(norms)))
-    return [q * (target / n) for q, n in zip(qs, norms, strict=True)]
+    nonzero = jnp.all(norms > 0)
+    safe = jnp.where(nonzero, norms, 1.0)
+    target = jnp.exp(jnp.mean(jnp.log(safe)))
+    return [q * (target / n) for q, n in zip(qs, safe, strict=True)]
 
 
 def _precondition(qs, g):
@@ -131,6 +137,7 @@ def _precondition(qs, g):
 
 
 def scale_by_kron(
+    *,
     b1: float = 0.9,
     precond_lr: float = 0.1,
     precond_init_scale: float = 1.0,
@@ -234,6 +241,7 @@ def scale_by_kron(
 
 def kron(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
+    *,
     b1: float = 0.9,
     precond_lr: float = 0.1,
     precond_init_scale: float = 1.0,

@@ -16,8 +16,10 @@ orthogonalizer is ``u = (1 - b) g + b m`` (Nesterov) or ``u = m`` (heavy ball).
 Shape scaling modes (``scaling=``), applied to the orthogonalized matrix ``O``:
 
 * ``"shape"``: ``sqrt(max(1, fan_out / fan_in))`` (Keller Jordan's Muon);
-* ``"consistent_rms"``: ``rms sqrt(max(fan_in, fan_out))`` (Moonlight, Liu et al. 2025, with
-  ``rms = 0.2`` the update RMS matches AdamW's);
+* ``"consistent_rms"``, alias ``"spectral"``: ``rms sqrt(max(fan_in, fan_out))`` (Moonlight,
+  Liu et al. 2025, "Muon is Scalable for LLM Training"; with ``rms = 0.2`` the update RMS
+  matches AdamW's). Issue 4 and the Moonlight paper name it both ways, so both spellings are
+  accepted and give the same factor;
 * ``"unit_rms"``: ``sqrt(fan_out / fan_in)`` (the spectral condition of Yang, Simon & Bernstein
   2023: an orthogonal step with spectral norm ``sqrt(fan_out / fan_in)``);
 * ``"none"``.
@@ -25,7 +27,6 @@ Shape scaling modes (``scaling=``), applied to the orthogonalized matrix ``O``:
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, NamedTuple
 
@@ -34,11 +35,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim.orthogonalize import newton_schulz, resolve_orthogonalizer
+from dynamics.optim.orthogonalize import resolve_orthogonalizer
 from dynamics.optim.partition import fan_in_out, matrix_optimizer, matrix_shape, to_matrices
 from dynamics.optim.registry import OPTIMIZERS
 
-SCALINGS = ("shape", "consistent_rms", "unit_rms", "none")
+SCALINGS = ("shape", "consistent_rms", "spectral", "unit_rms", "none")
 
 
 def shape_factor(shape, *, scaling: str, rms: float = 0.2, batch_ndim: int = 0, layout="in_out"):
@@ -46,7 +47,7 @@ def shape_factor(shape, *, scaling: str, rms: float = 0.2, batch_ndim: int = 0, 
     fan_in, fan_out = fan_in_out(shape, batch_ndim, layout)
     if scaling == "shape":
         return math.sqrt(max(1.0, fan_out / fan_in))
-    if scaling == "consistent_rms":
+    if scaling in ("consistent_rms", "spectral"):
         return rms * math.sqrt(max(fan_in, fan_out))
     if scaling == "unit_rms":
         return math.sqrt(fan_out / fan_in)
@@ -88,7 +89,8 @@ def _check_scaling(scaling, layout):
 
 # --------------------------------------------------------------------------------------- Muon
 class MuonState(NamedTuple):
-    """State of :func:`scale_by_muon`.
+    """State of the momentum-only rules: :func:`scale_by_muon`, :func:`scale_by_auon` and
+    :func:`dynamics.optim.scion.scale_by_scion`.
 
     Attributes:
       count: number of updates so far (int32 scalar).
@@ -140,8 +142,9 @@ def scale_by_muon(
       orthogonalizer: None, ``"newton_schulz"``, ``"polar_express"``, ``"svd"`` or a callable
         ``x[..., m, n] -> x``.
       compute_dtype: orthogonalizer dtype (None: bf16 on accelerators, float32 on CPU).
-      scaling: ``"shape"``, ``"consistent_rms"``, ``"unit_rms"`` or ``"none"`` (module doc).
-      rms: target RMS of the ``"consistent_rms"`` mode.
+      scaling: ``"shape"``, ``"consistent_rms"`` (alias ``"spectral"``), ``"unit_rms"`` or
+        ``"none"`` (module doc).
+      rms: target RMS of the ``"consistent_rms"`` / ``"spectral"`` mode.
       layout: ``"in_out"`` (Flax) or ``"out_in"`` (PyTorch), for the shape factor.
       batch_ndim: leading axes of every leaf that index independent matrices.
       mu_dtype: momentum dtype (default: the leaf's).
@@ -606,8 +609,31 @@ def scale_by_adago(
     ``alpha_t = max(eps, eta min(||G||, gamma) / v_t)`` with the floor expressed relative to the
     learning rate (``min_step = eps / eta``) so that a schedule scales the whole step. The
     orthogonal direction is kept intact (no element-wise adaptivity); one scalar per matrix.
-    ``v0 > 0`` is the paper's initial accumulator. Defaults for ``gamma``, ``v0``, ``min_step``
-    are this library's choices (the paper leaves them as problem constants).
+    ``v0 > 0`` is the paper's initial accumulator, ``gamma`` its clipping threshold of the
+    gradient norm and ``eps`` its lower bound of the step.
+
+    Defaults: the paper's algorithm takes ``gamma``, ``v0`` and ``eps`` as inputs, and the values
+    of its experiments could not be found in the sources available when this was written (only
+    the algorithm statement), so ``gamma = 1``, ``v0 = 1e-6`` and ``min_step = 1e-3`` are this
+    library's choices, not the paper's: gradient norms above 1 count as 1, the first step is
+    almost the full learning rate (``min(||G_1||, gamma) / v_1 ~ 1``), and the step never falls
+    below ``1e-3 eta``. Other ports chose differently (optax's contrib AdaGO, which optax
+    0.2.8 does not ship: ``gamma = 1``, ``v0 = 1``, ``eps = 1e-6`` absolute; pytorch-optimizer's
+    ``AdaGO``: ``gamma = 10``, ``eps = 5e-4``, ``v = 1e-6``); set them for the problem at hand.
+
+    Args:
+      beta: momentum decay ``mu``.
+      gamma: clipping threshold of the gradient's Frobenius norm.
+      v0: initial accumulator ``v_0`` (the state starts at ``v0^2``).
+      min_step: lower bound of the step relative to the learning rate (``eps / eta``).
+      nesterov: Nesterov direction; False (the paper's heavy-ball ``orth(M_t)``) by default.
+      ns_coeffs, ns_steps, orthogonalizer, compute_dtype: the orthogonalizer, as in
+        :func:`scale_by_muon`.
+      scaling: shape factor mode (module doc); ``"none"`` as in the paper.
+      rms: target RMS of the ``"consistent_rms"`` / ``"spectral"`` mode.
+      layout: ``"in_out"`` (Flax) or ``"out_in"`` (PyTorch), for the shape factor.
+      batch_ndim: leading axes of every leaf that index independent matrices.
+      mu_dtype: momentum dtype (default: the leaf's).
 
     Example:
       >>> import jax.numpy as jnp
@@ -722,6 +748,7 @@ def scale_by_auon(
     nesterov: bool = True,
     ns_steps: int = 0,
     ns_coeffs: Any = "muon",
+    orthogonalizer: Any = None,
     compute_dtype: Any = None,
     scaling: str = "shape",
     rms: float = 0.2,
@@ -737,13 +764,31 @@ def scale_by_auon(
         r_t = \sqrt{\mathrm{mean}(\cosh(\gamma X_t)^2)},\quad
         \Delta_t = c\, X_t / (r_t + 10^{-8})
 
-    with the Muon momentum direction ``u_t`` and shape factor ``c``. Hybrid: ``X_t`` is replaced
-    by ``ns_steps`` Newton-Schulz steps of ``u_t`` renormalized to unit Frobenius norm.
+    with the Muon momentum direction ``u_t`` and shape factor ``c``. Hybrid (``ns_steps > 0``):
+    ``X_t`` is ``orth(u_t)`` renormalized to unit Frobenius norm, where ``orth`` is the
+    ``orthogonalizer`` (default ``ns_steps`` Newton-Schulz steps with ``ns_coeffs``).
 
     Implemented as the paper states it. Note what it implies: for an ``N``-entry matrix with
     ``||X||_F = 1``, ``1 <= r <= sqrt(1 + sinh(gamma)^2 / N)``, so ``r`` is within a hair of 1
     for any real layer and the step is essentially Frobenius-normalized momentum (update RMS
     ``~ 1 / sqrt(N)``, far below Muon's); tune the learning rate accordingly.
+
+    Args:
+      beta: momentum decay.
+      gamma: the cosh scale ``gamma``.
+      nesterov: Nesterov direction (default) or heavy ball ``u = m``.
+      ns_steps: 0 for plain AuON (linear time, no orthogonalizer); ``> 0`` for the hybrid, with
+        this many orthogonalizer steps.
+      ns_coeffs: coefficient preset / table of the default Newton-Schulz orthogonalizer.
+      orthogonalizer: the hybrid's orthogonalizer: None or ``"newton_schulz"``,
+        ``"polar_express"``, ``"svd"`` or a callable ``x[..., m, n] -> x``; only used (and only
+        accepted) with ``ns_steps > 0``.
+      compute_dtype: orthogonalizer dtype (None: bf16 on accelerators, float32 on CPU).
+      scaling: shape factor mode (module doc).
+      rms: target RMS of the ``"consistent_rms"`` / ``"spectral"`` mode.
+      layout: ``"in_out"`` (Flax) or ``"out_in"`` (PyTorch), for the shape factor.
+      batch_ndim: leading axes of every leaf that index independent matrices.
+      mu_dtype: momentum dtype (default: the leaf's).
 
     Example:
       >>> import jax.numpy as jnp
@@ -754,6 +799,18 @@ def scale_by_auon(
       True
     """
     _check_scaling(scaling, layout)
+    if ns_steps < 0:
+        raise ValueError(f"ns_steps must be >= 0, got {ns_steps}")
+    if orthogonalizer is not None and ns_steps == 0:
+        # Plain AuON has no orthogonalizer; silently ignoring one would hide a misconfiguration.
+        raise ValueError("orthogonalizer= is the hybrid's: set ns_steps > 0 (or use auon_hybrid)")
+    orth = (
+        resolve_orthogonalizer(
+            orthogonalizer, coeffs=ns_coeffs, steps=ns_steps, dtype=compute_dtype
+        )
+        if ns_steps
+        else None
+    )
 
     def init_fn(params):
         return MuonState(count=jnp.zeros([], jnp.int32), mu=_init_momentum(params, mu_dtype))
@@ -767,8 +824,8 @@ def scale_by_auon(
                 g, m, count, beta=beta, nesterov=nesterov, bias_correction=False
             )
             x = to_matrices(u, batch_ndim).astype(accum_dtype(u.dtype))
-            if ns_steps:
-                x = newton_schulz(x, coeffs=ns_coeffs, steps=ns_steps, dtype=compute_dtype)
+            if orth is not None:
+                x = orth(x)
             x = x / (_frobenius(x) + 1e-7)
             r = jnp.sqrt(jnp.mean(jnp.square(jnp.cosh(gamma * x)), axis=(-2, -1), keepdims=True))
             c = shape_factor(
@@ -790,6 +847,7 @@ def auon(
     nesterov: bool = True,
     ns_steps: int = 0,
     ns_coeffs: Any = "muon",
+    orthogonalizer: Any = None,
     compute_dtype: Any = None,
     scaling: str = "shape",
     rms: float = 0.2,
@@ -821,6 +879,7 @@ def auon(
             nesterov=nesterov,
             ns_steps=ns_steps,
             ns_coeffs=ns_coeffs,
+            orthogonalizer=orthogonalizer,
             compute_dtype=compute_dtype,
             scaling=scaling,
             rms=rms,
@@ -833,8 +892,46 @@ def auon(
     )
 
 
-# Hybrid AuON: one Newton-Schulz step before the cosh-RMS normalization (the paper's variant).
-auon_hybrid = functools.partial(auon, ns_steps=1)
+def auon_hybrid(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    beta: float = 0.95,
+    gamma: float = 1.5,
+    nesterov: bool = True,
+    ns_steps: int = 1,
+    ns_coeffs: Any = "muon",
+    orthogonalizer: Any = None,
+    compute_dtype: Any = None,
+    scaling: str = "shape",
+    rms: float = 0.2,
+    layout: str = "in_out",
+    batch_ndim: int = 0,
+    mu_dtype: Any = None,
+    weight_decay: float = 0.0,
+    labels: Any = None,
+    adam_learning_rate: optax.ScalarOrSchedule | None = None,
+    adam_b1: float = 0.9,
+    adam_b2: float = 0.999,
+    adam_eps: float = 1e-8,
+    adam_weight_decay: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Hybrid AuON: :func:`auon` with ``ns_steps=1`` by default.
+
+    .. math::
+        X_t = \mathrm{orth}(u_t) / \|\mathrm{orth}(u_t)\|_F,\quad
+        \Delta_t = c\, X_t / \sqrt{\mathrm{mean}(\cosh(\gamma X_t)^2)}
+
+    The paper's hybrid variant: Newton-Schulz steps (one by default) before AuON's cosh-RMS
+    normalization; ``orthogonalizer=`` swaps in any other orthogonalizer. Registered under its
+    own name so that a config can select it. See :func:`scale_by_auon` for every argument.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = auon_hybrid(0.1, orthogonalizer="polar_express", ns_steps=2)
+      >>> p = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
+      >>> _ = tx.update(p, tx.init(p), p)
+    """
+    return auon(**locals())
 
 
 OPTIMIZERS.register("muon", muon)

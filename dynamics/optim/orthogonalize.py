@@ -133,8 +133,9 @@ def newton_schulz(
       steps: number of iterations.
       eps: added to the Frobenius norm; defaults to the preset's value (1e-7 for arrays).
       safety: factor multiplying the Frobenius norm; defaults to the preset's value (1 for arrays).
-      dtype: computation dtype; None picks ``default_compute_dtype()`` (bf16 on accelerators,
-        float32 on CPU). The result is cast back to ``x.dtype``.
+      dtype: dtype of the matrix-product operands; None picks ``default_compute_dtype()`` (bf16
+        on accelerators, float32 on CPU). The products accumulate, and the coefficients are
+        applied, in at least float32; the result is cast back to ``x.dtype``.
 
     Returns:
       An array like ``x`` whose singular values lie in the band the coefficients promise.
@@ -157,18 +158,27 @@ def newton_schulz(
     transpose = x.shape[-2] > x.shape[-1]
     if transpose:
         x = jnp.swapaxes(x, -1, -2)
-    # The norm is taken in float32 even for bf16 inputs: it sets the scale of every step.
-    x32 = x.astype(jnp.promote_types(dtype, jnp.float32))
+    # Only the matrix products run in ``dtype``; the norm, the coefficients and the linear
+    # combinations are kept in at least float32. In bf16, Muon's (3.4445, -4.7750, 2.0315) would
+    # otherwise round to (3.4375, -4.78125, 2.03125), a different polynomial. The products return
+    # float32 (``preferred_element_type``, the accumulator precision of bf16 tensor cores), so
+    # each step rounds to ``dtype`` once per matrix that feeds the next product.
+    acc = jnp.promote_types(dtype, jnp.float32)
+    x32 = x.astype(acc)
     norm = jnp.sqrt(jnp.sum(jnp.square(x32), axis=(-2, -1), keepdims=True))
     X = (x32 / (safety * norm + eps)).astype(dtype)
 
+    def matmul(p, q):
+        return jnp.matmul(p, q, preferred_element_type=acc)
+
     def step(X, abc):
         a, b, c = abc[0], abc[1], abc[2]
-        A = X @ jnp.swapaxes(X, -1, -2)
-        B = b * A + c * (A @ A)
-        return a * X + B @ X, None
+        A = matmul(X, jnp.swapaxes(X, -1, -2))
+        A_low = A.astype(dtype)
+        B = b * A + c * matmul(A_low, A_low)
+        return (a * X.astype(acc) + matmul(B.astype(dtype), X)).astype(dtype), None
 
-    X, _ = jax.lax.scan(step, X, jnp.asarray(table, dtype=dtype))
+    X, _ = jax.lax.scan(step, X, jnp.asarray(table, dtype=acc))
     if transpose:
         X = jnp.swapaxes(X, -1, -2)
     return X.astype(out_dtype)

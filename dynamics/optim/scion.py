@@ -18,6 +18,18 @@ Bernstein & Newhouse). With the EMA momentum ``d_t = b d_{t-1} + (1 - b) g_t`` (
 * ``"sign"``: ``sign(d)`` (the max-norm ball; the paper's choice for embeddings / 1-hot inputs);
 * ``"column"``: every column scaled to Euclidean norm ``sqrt(rows)`` (unit RMS per column);
 * ``"row"``: every row scaled to Euclidean norm ``sqrt(cols)``.
+
+``"column"`` and ``"row"`` name the axes of the matrix view as stored, whatever ``layout`` says
+(``layout`` only sets the fan-in/fan-out factor of ``"spectral"``). The reference code's
+``ColNorm`` gives every *input unit* unit RMS: the columns of a PyTorch ``(out, in)`` weight,
+and, with its ``transpose=True`` meant for ``(vocab, d)`` embedding tables, every token's
+embedding. So for a Flax ``(vocab, d)`` ``nn.Embed`` table (and a Flax ``(in, out)`` kernel)
+Scion's ``ColNorm`` is ``norm="row"`` here, and for PyTorch ``(out, in)`` weights it is
+``norm="column"``. The reference's ``RowNorm`` (one row per output neuron of ``(out, in)``)
+has the direction of ``"column"`` on a Flax kernel; it scales each neuron to norm
+``1 / sqrt(fan_in)`` (``normalized=True``) instead of ``sqrt(fan_in)``, a constant factor
+``radius`` absorbs. Its ``normalized=True`` ``ColNorm`` (divided by ``fan_in`` for non-input
+layers) is likewise ``radius = 1 / fan_in``.
 """
 
 from __future__ import annotations
@@ -56,6 +68,17 @@ def scale_by_scion(
     mu_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""Scion's direction ``radius * dir(d_t)`` for the chosen norm (see the module docstring).
+
+    Args:
+      beta: momentum decay ``b`` (the paper's ``1 - alpha``).
+      norm: ``"spectral"``, ``"sign"``, ``"column"`` or ``"row"`` (module doc).
+      radius: the norm-ball radius ``rho``.
+      ns_coeffs, ns_steps, orthogonalizer, compute_dtype: the orthogonalizer of ``"spectral"``,
+        as in :func:`dynamics.optim.orthogonal.scale_by_muon`.
+      layout: ``"in_out"`` (Flax) or ``"out_in"`` (PyTorch): which axis is the fan-in of the
+        ``"spectral"`` factor; the other norms ignore it.
+      batch_ndim: leading axes of every leaf that index independent matrices.
+      mu_dtype: momentum dtype (default: the leaf's).
 
     Example:
       >>> import jax.numpy as jnp

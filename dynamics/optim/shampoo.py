@@ -91,6 +91,7 @@ def _block_norms(x: jax.Array) -> jax.Array:
 
 
 def scale_by_shampoo(
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
@@ -240,6 +241,7 @@ def scale_by_shampoo(
 
 def shampoo(
     learning_rate: optax.ScalarOrSchedule,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,

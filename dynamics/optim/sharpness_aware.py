@@ -82,9 +82,9 @@ def _resolve_mask(adaptive_mask: AdaptiveMask, params: optax.Params):
 
 
 def scale_by_sharpness_aware(
+    *,
     rho: float = 0.05,
     alpha: float = 1.0,
-    *,
     normalize: bool = True,
     adaptive: bool = False,
     eta: float = 0.01,
@@ -158,17 +158,21 @@ def scale_by_sharpness_aware(
 
 @FILTERS.register("sam")
 def scale_by_sam(
+    *,
     rho: float = 0.05,
     normalize: bool = True,
     flood_level: float | None = None,
     eps: float = 1e-12,
 ) -> optax.GradientTransformationExtraArgs:
     """SAM's gradient ``grad L(w + rho g / ||g||)`` (``normalize=False``: ``w + rho g``)."""
-    return scale_by_sharpness_aware(rho, 1.0, normalize=normalize, flood_level=flood_level, eps=eps)
+    return scale_by_sharpness_aware(
+        rho=rho, alpha=1.0, normalize=normalize, flood_level=flood_level, eps=eps
+    )
 
 
 @FILTERS.register("asam")
 def scale_by_asam(
+    *,
     rho: float = 0.5,
     eta: float = 0.01,
     normalize: bool = True,
@@ -178,8 +182,8 @@ def scale_by_asam(
 ) -> optax.GradientTransformationExtraArgs:
     """ASAM's gradient ``grad L(w + rho T^2 g / ||T g||)`` with ``T = |w| + eta``."""
     return scale_by_sharpness_aware(
-        rho,
-        1.0,
+        rho=rho,
+        alpha=1.0,
         normalize=normalize,
         adaptive=True,
         eta=eta,
@@ -191,6 +195,7 @@ def scale_by_asam(
 
 @FILTERS.register("gradient_norm_regularization")
 def scale_by_gradient_norm_regularization(
+    *,
     strength: float = 0.01,
     radius: float = 0.05,
     normalize: bool = True,
@@ -206,7 +211,11 @@ def scale_by_gradient_norm_regularization(
     if isinstance(radius, int | float) and radius <= 0:
         raise ConfigError(f"gradient_norm_regularization needs radius > 0, got {radius}")
     return scale_by_sharpness_aware(
-        radius, strength / radius, normalize=normalize, flood_level=flood_level, eps=eps
+        rho=radius,
+        alpha=strength / radius,
+        normalize=normalize,
+        flood_level=flood_level,
+        eps=eps,
     )
 
 
@@ -235,6 +244,7 @@ def _on_base(
 @OPTIMIZERS.register("sam")
 def sam(
     learning_rate,
+    *,
     rho: float = 0.05,
     base: str | Mapping[str, Any] = "sgd",
     normalize: bool = True,
@@ -252,12 +262,14 @@ def sam(
       flood_level: optional flooding level (``update`` then needs ``loss=``).
       eps: added to ``||g||``.
     """
-    return _on_base(scale_by_sam(rho, normalize, flood_level, eps), learning_rate, base)
+    tx = scale_by_sam(rho=rho, normalize=normalize, flood_level=flood_level, eps=eps)
+    return _on_base(tx, learning_rate, base)
 
 
 @OPTIMIZERS.register("asam")
 def asam(
     learning_rate,
+    *,
     rho: float = 0.5,
     eta: float = 0.01,
     base: str | Mapping[str, Any] = "sgd",
@@ -267,13 +279,21 @@ def asam(
     eps: float = 1e-12,
 ) -> optax.GradientTransformationExtraArgs:
     """ASAM (Kwon et al. 2021) before a base optimizer: :func:`scale_by_asam`, :func:`sam`."""
-    tx = scale_by_asam(rho, eta, normalize, adaptive_mask, flood_level, eps)
+    tx = scale_by_asam(
+        rho=rho,
+        eta=eta,
+        normalize=normalize,
+        adaptive_mask=adaptive_mask,
+        flood_level=flood_level,
+        eps=eps,
+    )
     return _on_base(tx, learning_rate, base)
 
 
 @OPTIMIZERS.register("gradient_norm_regularization")
 def gradient_norm_regularization(
     learning_rate,
+    *,
     strength: float = 0.01,
     radius: float = 0.05,
     base: str | Mapping[str, Any] = "sgd",
@@ -285,5 +305,11 @@ def gradient_norm_regularization(
 
     See :func:`scale_by_gradient_norm_regularization` and :func:`sam`.
     """
-    tx = scale_by_gradient_norm_regularization(strength, radius, normalize, flood_level, eps)
+    tx = scale_by_gradient_norm_regularization(
+        strength=strength,
+        radius=radius,
+        normalize=normalize,
+        flood_level=flood_level,
+        eps=eps,
+    )
     return _on_base(tx, learning_rate, base)

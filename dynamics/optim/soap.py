@@ -82,6 +82,7 @@ def _qr_refresh(stat, q, nu, axis):
 
 
 def scale_by_soap(
+    *,
     b1: float = 0.95,
     b2: float = 0.95,
     eps: float = 1e-8,
@@ -222,6 +223,7 @@ def scale_by_soap(
 
 def soap(
     learning_rate: optax.ScalarOrSchedule = 3e-3,
+    *,
     b1: float = 0.95,
     b2: float = 0.95,
     eps: float = 1e-8,

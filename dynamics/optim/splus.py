@@ -70,6 +70,7 @@ class SPlusState(NamedTuple):
 
 
 def scale_by_splus(
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     ema_rate: float = 0.999,
@@ -185,6 +186,7 @@ def splus_eval_params(opt_state: Any) -> optax.Params:
 
 def splus(
     learning_rate: optax.ScalarOrSchedule = 0.1,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     ema_rate: float = 0.999,

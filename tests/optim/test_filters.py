@@ -38,7 +38,7 @@ def test_grokfast_ema_matches_reference_port():
     """Port of ``gradfilter_ema``: the EMA dict starts as the first gradient, then
     ``ema = ema * alpha + g * (1 - alpha)`` and ``g = g + ema * lamb`` on every step."""
     alpha, lamb = 0.9, 2.0
-    outs = run_filter(grokfast_ema(alpha, lamb), GRADS)
+    outs = run_filter(grokfast_ema(alpha=alpha, lamb=lamb), GRADS)
     ema = None
     for g, out in zip(GRADS, outs, strict=True):
         if ema is None:
@@ -53,7 +53,7 @@ def test_grokfast_ma_matches_reference_port(warmup):
     """Port of ``gradfilter_ma`` (mean filter): a deque of the last ``window`` gradients, and the
     gradient is changed only once the deque is full when ``warmup`` is set."""
     window, lamb = 3, 5.0
-    outs = run_filter(grokfast_ma(window, lamb, warmup=warmup), GRADS)
+    outs = run_filter(grokfast_ma(window=window, lamb=lamb, warmup=warmup), GRADS)
     history = {k: deque(maxlen=window) for k in SHAPES}
     for step, (g, out) in enumerate(zip(GRADS, outs, strict=True)):
         expected = {}

@@ -15,6 +15,7 @@ import optax
 import pytest
 
 from dynamics.optim import (
+    OPTIMIZERS,
     conda,
     default_labels,
     muon,
@@ -142,6 +143,36 @@ def test_newton_schulz_matches_numpy_float64_batched_and_dtype():
         np.testing.assert_allclose(np.asarray(svd_polar(jnp.asarray(x[0]))), np_polar(x[0]))
 
 
+def test_newton_schulz_bf16_applies_the_exact_coefficients():
+    """In bf16 only the matrix operands are rounded: a step applies Muon's exact quintic, not the
+    one with bf16-rounded coefficients (3.4375, -4.78125, 2.03125).
+
+    The two float64 references differ by ~0.2% of the output, less than bf16's element-wise
+    rounding, so the test projects the output's deviation from the exact-coefficient reference
+    onto the difference of the references: unbiased rounding noise is nearly orthogonal to it,
+    giving ~0 for exact coefficients and ~1 for rounded ones.
+    """
+    bf16 = jnp.bfloat16
+    x = RNG.normal(size=(128, 256)).astype(bf16).astype(np.float64)  # bf16-representable
+    out = newton_schulz(jnp.asarray(x, bf16), steps=1, dtype=bf16)
+    assert out.dtype == bf16
+    out = np.asarray(out.astype(jnp.float32), np.float64)
+    # The step's input as the code forms it: normalized in float32, then rounded to bf16.
+    x0 = (x / (np.linalg.norm(x) + 1e-7)).astype(bf16).astype(np.float64)
+
+    def quintic(X, a, b, c):
+        A = X @ X.T
+        return a * X + (b * A + c * A @ A) @ X
+
+    rounded_abc = [float(np.float64(v).astype(bf16)) for v in MUON_ABC[0]]
+    assert rounded_abc == [3.4375, -4.78125, 2.03125]
+    exact = quintic(x0, *MUON_ABC[0])
+    delta = quintic(x0, *rounded_abc) - exact
+    projection = np.vdot(out - exact, delta) / np.vdot(delta, delta)
+    assert abs(projection) < 0.2, projection
+    assert np.linalg.norm(out - exact) < 2**-8 * np.linalg.norm(exact)
+
+
 # ------------------------------------------------------------------------------------ muon
 def np_muon(grads, beta, nesterov, orth, scale):
     m = np.zeros_like(grads[0])
@@ -156,13 +187,21 @@ def np_muon(grads, beta, nesterov, orth, scale):
 @pytest.mark.parametrize("kind", ["wide", "tall"])
 @pytest.mark.parametrize(
     "scaling,nesterov",
-    [("shape", True), ("consistent_rms", False), ("unit_rms", True), ("none", False)],
+    [
+        ("shape", True),
+        ("consistent_rms", False),
+        ("spectral", True),
+        ("unit_rms", True),
+        ("none", False),
+    ],
 )
 def test_muon_matches_numpy(kind, scaling, nesterov):
     fan_in, fan_out = SHAPES[kind]
     scale = {
         "shape": math.sqrt(max(1, fan_out / fan_in)),
         "consistent_rms": 0.2 * math.sqrt(max(fan_in, fan_out)),
+        # Issue 4's name for Moonlight's consistent-RMS factor: the same 0.2 sqrt(max(m, n)).
+        "spectral": 0.2 * math.sqrt(max(fan_in, fan_out)),
         "unit_rms": math.sqrt(fan_out / fan_in),
         "none": 1.0,
     }[scaling]
@@ -270,9 +309,13 @@ def test_normuon_matches_numpy(layout):
 
 
 # ------------------------------------------------------------------------------------ AdaGO
-def test_adago_matches_numpy_with_active_clipping():
+@pytest.mark.parametrize("defaults", [False, True], ids=["explicit", "defaults"])
+def test_adago_matches_numpy_with_active_clipping(defaults):
+    """Algorithm of Zhang, Liu, Schaeffer (2025): v^2 += min(||G||^2, gamma^2), step
+    max(eps, min(||G||, gamma) / v) orth(M); with the documented defaults too (mu 0.95,
+    gamma 1, v0 1e-6, eps 1e-3), typed here from the docstring."""
     grads = [g * f for g, f in zip(GRADS["wide"], (0.05, 3.0, 0.2), strict=True)]
-    mu, gamma, v0, eps = 0.9, 1.0, 1e-3, 0.05
+    mu, gamma, v0, eps = (0.95, 1.0, 1e-6, 1e-3) if defaults else (0.9, 1.0, 1e-3, 0.05)
     m, v_sq, want = 0.0, v0**2, []
     for g in grads:
         m = mu * m + (1 - mu) * g
@@ -281,30 +324,57 @@ def test_adago_matches_numpy_with_active_clipping():
         alpha = max(eps, min(gn, gamma) / np.sqrt(v_sq))
         want.append(alpha * np_polar(m))
     assert np.linalg.norm(grads[1]) > gamma  # the clip is exercised
+    kwargs = {} if defaults else dict(beta=mu, gamma=gamma, v0=v0, min_step=eps)
     with jax.enable_x64(True):
-        got = run_rule(
-            scale_by_adago(beta=mu, gamma=gamma, v0=v0, min_step=eps, orthogonalizer="svd"), grads
-        )
+        got = run_rule(scale_by_adago(orthogonalizer="svd", **kwargs), grads)
     assert_steps(got, want)
 
 
 # ------------------------------------------------------------------------------------- AuON
-@pytest.mark.parametrize("ns_steps", [0, 1])
-def test_auon_matches_numpy(ns_steps):
+# variant -> (scale_by_auon kwargs, NumPy orthogonalizer of the hybrid or None)
+AUON_VARIANTS = {
+    "plain": (dict(ns_steps=0), None),
+    "hybrid_ns1": (dict(ns_steps=1, compute_dtype=jnp.float64), lambda u: np_ns(u, MUON_ABC[:1])),
+    "hybrid_svd": (dict(ns_steps=1, orthogonalizer="svd"), np_polar),
+    "hybrid_callable": (
+        dict(ns_steps=1, orthogonalizer=lambda x: polar_express(x, steps=3, dtype=jnp.float64)),
+        lambda u: np_ns(u, PE_ABC[:3], 1.01),
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(AUON_VARIANTS))
+def test_auon_matches_numpy(variant):
+    kwargs, np_orth = AUON_VARIANTS[variant]
     grads, (fan_in, fan_out), gamma, b = GRADS["wide"], SHAPES["wide"], 1.5, 0.95
     m, want = 0.0, []
     for g in grads:
         m = b * m + (1 - b) * g
         u = (1 - b) * g + b * m
-        x = np_ns(u, MUON_ABC[:ns_steps]) if ns_steps else u
+        x = np_orth(u) if np_orth else u
         x = x / (np.linalg.norm(x) + 1e-7)
         r = np.sqrt(np.mean(np.cosh(gamma * x) ** 2))
         want.append(math.sqrt(max(1, fan_out / fan_in)) * x / (r + 1e-8))
         # The factor is pinned between 1 and sqrt(1 + sinh(gamma)^2 / N) (issue 4's remark).
         assert 1 <= r <= math.sqrt(1 + math.sinh(gamma) ** 2 / x.size) + 1e-12
     with jax.enable_x64(True):
-        got = run_rule(scale_by_auon(ns_steps=ns_steps, compute_dtype=jnp.float64), grads)
+        got = run_rule(scale_by_auon(**kwargs), grads)
     assert_steps(got, want, rtol=1e-8, atol=1e-10)
+
+
+def test_auon_hybrid_alias_takes_an_orthogonalizer():
+    """The registered hybrid forwards ``orthogonalizer=``; plain AuON refuses one (it has none)."""
+    g = GRADS["wide"][0]
+    with jax.enable_x64(True):
+        tx = OPTIMIZERS.build("auon_hybrid", {"learning_rate": 0.1, "orthogonalizer": "svd"})
+        params = {"w": jnp.zeros(g.shape)}
+        u, _ = tx.update({"w": jnp.asarray(g)}, tx.init(params), params)
+    # Step 1: u = (1 - b^2) g, so X is polar(g) / sqrt(6) (6 unit singular values).
+    x = np_polar(g) / math.sqrt(6)
+    r = np.sqrt(np.mean(np.cosh(1.5 * x) ** 2))
+    np.testing.assert_allclose(u["w"], -0.1 * math.sqrt(10 / 6) * x / (r + 1e-8), rtol=1e-6)
+    with pytest.raises(ValueError, match="ns_steps > 0"):
+        scale_by_auon(orthogonalizer="svd")
 
 
 # ------------------------------------------------------------------------------------ Conda
@@ -357,6 +427,18 @@ def test_scion_matches_numpy(norm):
     with jax.enable_x64(True):
         got = run_rule(scale_by_scion(norm=norm, radius=radius, orthogonalizer="svd"), grads)
     assert_steps(got, want)
+
+
+def test_scion_row_norm_is_the_reference_colnorm_of_an_embedding_table():
+    """The reference ``ColNorm(transpose=True)`` for a ``(vocab, d)`` table, ported to NumPy:
+    every token's embedding gets unit RMS. Here that is ``norm="row"`` (module docstring)."""
+    g = RNG.normal(size=(12, 4))
+    t = g.T
+    want = (t / (np.sqrt(np.sum(t**2, axis=0, keepdims=True)) / np.sqrt(t.shape[0]))).T
+    with jax.enable_x64(True):
+        (got,) = run_rule(scale_by_scion(norm="row"), [g])  # step 1: d = (1 - b) g, same lines
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    np.testing.assert_allclose(np.sqrt(np.mean(got**2, axis=1)), 1.0, rtol=1e-10)
 
 
 def test_scion_constrained_is_frank_wolfe_and_stays_in_ball():
@@ -416,6 +498,26 @@ def test_lipschitz_constraints_match_numpy(name, make):
     # The hammer caps only the top direction, so only these two guarantee the bound.
     if name in ("spectral_normalize", "spectral_cap"):
         assert top <= 1.0 + 1e-8
+
+
+def test_power_iteration_constraint_converges_across_steps():
+    """The documented approximation: one power iteration per step gives a lower estimate of
+    sigma_1, so the first projection leaves sigma_1 above the bound; the vector kept in the state
+    keeps iterating, and on a fixed matrix the bound holds to round-off after a few steps."""
+    w = with_singular_values((8, 5), [3.0, 2.4, 1.0, 0.5, 0.1], seed=4)
+    with jax.enable_x64(True):
+        tx = optax.chain(optax.sgd(1.0), spectral_normalize(bound=1.0, power_iters=1))
+        params = {"w": jnp.asarray(w)}
+        state = tx.init(params)
+        update = jax.jit(tx.update)
+        tops = []
+        for _ in range(40):
+            u, state = update({"w": jnp.zeros_like(params["w"])}, state, params)
+            params = optax.apply_updates(params, u)
+            tops.append(np.linalg.norm(np.asarray(params["w"]), 2))
+    assert tops[0] > 1.0 + 1e-3, tops[0]  # the estimate from one iteration is too low
+    assert np.all(np.diff(tops) <= 1e-12)  # every step moves towards the bound
+    np.testing.assert_allclose(tops[-1], 1.0, rtol=1e-9)
 
 
 def test_default_labels_and_label_override():

@@ -146,7 +146,7 @@ def test_perturbation_is_the_closed_form_on_a_quadratic(adaptive):
     t = np.abs(w) + eta if adaptive else np.ones_like(w)
     e_closed = rho * t**2 * g / np.linalg.norm(t * g)
     with jax.enable_x64(True):
-        tx = scale_by_asam(rho, eta) if adaptive else scale_by_sam(rho)
+        tx = scale_by_asam(rho=rho, eta=eta) if adaptive else scale_by_sam(rho=rho)
         loss = _quadratic_loss(h, c)
         out, _ = tx.update(jnp.asarray(g), tx.init(w), jnp.asarray(w), grad_fn=jax.grad(loss))
     e = np.linalg.solve(h, np.asarray(out) - g)
@@ -222,10 +222,10 @@ def test_unnormalized_sam_stability_threshold_on_a_quadratic():
 @pytest.mark.parametrize(
     "tx",
     [
-        scale_by_sam(0.05),
-        scale_by_sam(0.05, normalize=False),
-        scale_by_asam(0.5, 0.01),
-        scale_by_sharpness_aware(0.05, 0.5),
+        scale_by_sam(rho=0.05),
+        scale_by_sam(rho=0.05, normalize=False),
+        scale_by_asam(rho=0.5, eta=0.01),
+        scale_by_sharpness_aware(rho=0.05, alpha=0.5),
     ],
     ids=["sam", "sam_unnormalized", "asam", "gnr"],
 )

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from dynamics.optim import kronecker as kr
-from dynamics.optim.kron import scale_by_kron, update_probability
+from dynamics.optim.kron import _balance, scale_by_kron, update_probability
 from dynamics.optim.shampoo import scale_by_shampoo, shampoo
 from dynamics.optim.soap import scale_by_soap, soap
 from dynamics.optim.splus import scale_by_splus, splus, splus_eval_params
@@ -291,6 +291,30 @@ def test_kron_matches_numpy():
     assert state.qs["b"][0].shape == (3,)
 
 
+def test_kron_balance_keeps_the_product_and_survives_a_zero_factor():
+    r = np.random.default_rng(6)
+    qs = [
+        5.0 * np.triu(r.normal(size=(3, 3))),
+        0.01 * np.triu(r.normal(size=(4, 4))),
+        r.normal(size=2),
+    ]
+    with jax.enable_x64(True):
+        out = [np.asarray(q) for q in _balance([jnp.asarray(q) for q in qs])]
+        zero = [np.asarray(q) for q in _balance([jnp.zeros((3, 3)), jnp.asarray(qs[1])])]
+    as_matrix = lambda q: np.diag(q) if q.ndim == 1 else q  # noqa: E731
+    np.testing.assert_allclose(
+        np.kron(np.kron(*map(as_matrix, out[:2])), as_matrix(out[2])),
+        np.kron(np.kron(*map(as_matrix, qs[:2])), as_matrix(qs[2])),
+        rtol=1e-12,
+        atol=1e-15,
+    )
+    target = np.prod([np.abs(q).max() for q in qs]) ** (1 / 3)
+    np.testing.assert_allclose([np.abs(q).max() for q in out], target, rtol=1e-12)
+    # A zero factor makes the product zero: the factors come back unchanged, not NaN.
+    np.testing.assert_array_equal(zero[0], 0.0)
+    np.testing.assert_array_equal(zero[1], qs[1])
+
+
 def test_kron_update_probability_and_key():
     counts = jnp.array([1, 500, 1500, 10_000])
     np.testing.assert_allclose(
@@ -403,9 +427,16 @@ def _steps_to_tolerance(make, learning_rates, num_steps, tol=1e-6):
     return min(hits) if hits else None
 
 
+# Adam's learning rates: a half-decade grid over three decades, so that the comparison is with
+# Adam at its best learning rate, not at a few large ones.
+ADAM_LEARNING_RATES = [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
+
+
 @pytest.mark.slow
 def test_shampoo_and_soap_beat_adam_tenfold_on_kronecker_quadratic():
-    adam = _steps_to_tolerance(optax.adam, [0.1, 0.3, 1.0], 4000)
+    """Measured: adam 2224 steps (best lr 0.3; lr <= 0.03 does not reach 1e-6 in 4000 steps),
+    shampoo 139, soap 120."""
+    adam = _steps_to_tolerance(optax.adam, ADAM_LEARNING_RATES, 4000)
     sham = _steps_to_tolerance(
         lambda lr: shampoo(lr, b2=1.0, precondition_every=1, start_preconditioning_step=1),
         [1.0, 3.0],
