@@ -1,38 +1,59 @@
-"""Update-rule benchmark: step time per rule as a ratio to AdamW, Muon vs optax's, NS throughput.
+"""Update-rule benchmark: step time and state memory per rule as ratios to AdamW, NS throughput.
 
-Prints, in one run:
+Prints, in one run, for an MLP of ``depth`` square ``width x width`` layers with biases
+(float32, every update jitted as ``tx.update`` + ``apply_updates``, median of ``--reps`` calls):
 
-1. ``muon`` (this library) vs ``optax.contrib.muon`` vs ``optax.adamw``: jitted update time
-   (``tx.update`` + ``apply_updates``) for an MLP of ``depth`` square ``width x width`` layers
-   with biases, at each width in ``--widths``; target: ``muon`` no slower than optax's.
-2. Every rule in ``OPTIMIZERS`` (so rules added by other modules appear automatically): update
-   time as a ratio to AdamW at each width in ``--registry_widths``.
-3. Whitening rules (shampoo, soap, splus, kron): update time / AdamW on a step that refreshes
-   the preconditioner and on one that does not, and optimizer-state bytes / parameter bytes.
-4. Orthogonalizer throughput: Newton-Schulz (5 steps, Muon coefficients) and Polar Express
+1. ``muon`` (this library) vs ``optax.contrib.muon`` vs ``optax.adamw`` at each width in
+   ``--widths``; target: ``muon`` no slower than optax's.
+2. Every rule in ``OPTIMIZERS`` (rules added by other modules appear automatically), at its
+   defaults: the steady-state update time as a ratio to AdamW, and the optimizer-state bytes as
+   a ratio to the parameter bytes, at each width in ``--registry_widths``.
+3. Every ``FILTERS`` entry chained before AdamW and every ``CONSTRAINTS`` entry chained after
+   it: the chain's update time as a ratio to AdamW alone, and the transform's own state bytes /
+   parameter bytes (AdamW's own state is 2.0). The sharpness-aware filters are timed with a
+   ``grad_fn`` that returns fixed gradients, so their extra forward/backward pass, which depends
+   on the model, is not counted.
+4. Rules with a periodic refresh (shampoo, soap, splus, kron, conda): update time / AdamW on a
+   step that refreshes the preconditioner (or basis) and on one that does not, at each width in
+   ``--whitening_widths``.
+5. Orthogonalizer throughput: Newton-Schulz (5 steps, Muon coefficients) and Polar Express
    (5 steps) in TFLOP/s on an ``n x n`` matrix, next to a plain ``n x n`` matmul of the same
    dtype measured in the same run. A quintic step costs 3 ``n^3`` matmuls, i.e. ``6 n^3`` flops.
 
+Timing a step: one update is run first and the timed calls start from the state it returns,
+so rules that refresh at their first step (Conda, SOAP, ...) are timed on a normal step; the
+state is not carried between timed calls, so every call is that same step.
+
 GPU targets (bf16 at n = 4096 and 8192: orthogonalizer >= 85% of the matmul rate) need an
-accelerator; on CPU the script runs in float32 at small n, and the GPU figures stay unmeasured
-until it is run there (``--dtype=bfloat16 --sizes=4096,8192``).
+accelerator; on CPU the script runs in float32 at small n (``--dtype=bfloat16
+--sizes=4096,8192`` on a GPU).
 
 Usage::
 
-    python -m scripts.bench_optim                      # CPU defaults
-    python -m scripts.bench_optim --widths=256,512 --registry_widths=256 --sizes=512 --reps=5
+    python -m scripts.bench_optim            # the issues' sizes: widths 256-2048 (slow on CPU)
+    python -m scripts.bench_optim --quick    # widths 128 and 256, n = 256, 3 reps: a CPU check
+    python -m scripts.bench_optim --widths=2048 --registry_widths= --whitening_widths= --sizes=
+
+An empty list skips a section (the last line times only Muon against optax's at width 2048).
+On a loaded CPU machine set ``OPENBLAS_NUM_THREADS=1``: the LAPACK kernels behind ``eigh``,
+``svd`` and ``qr`` otherwise spin their threads against the other jobs (on the 2-core
+development VM at load 4, three 128 x 128 SVDs took 3 s instead of 7 ms).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim import OPTIMIZERS, newton_schulz, polar_express
+from dynamics.optim import CONSTRAINTS, FILTERS, OPTIMIZERS, newton_schulz, polar_express
+
+WIDTHS = [256, 512, 1024, 2048]
+QUICK = {"widths": [128, 256], "sizes": [256], "reps": 3}
 
 
 def mlp_params(width: int, depth: int, dtype=jnp.float32):
@@ -46,6 +67,10 @@ def mlp_params(width: int, depth: int, dtype=jnp.float32):
     }
 
 
+def fixed_grads(params):
+    return jax.tree.map(lambda p: jnp.full_like(p, 0.01), params)
+
+
 def time_fn(fn, *args, reps: int) -> float:
     """Median wall time of ``fn(*args)`` after one warm-up (compile) call, in seconds."""
     jax.block_until_ready(fn(*args))
@@ -57,21 +82,45 @@ def time_fn(fn, *args, reps: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def time_update(tx: optax.GradientTransformation, params, reps: int) -> float:
-    """Seconds per jitted ``update + apply_updates`` (grads fixed; ``grad_fn`` passed)."""
+def jitted_step(tx: optax.GradientTransformation, params):
+    """``(params, state) -> (params, state)``: one update with fixed grads, ``grad_fn`` passed."""
     tx = optax.with_extra_args_support(tx)
-    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01), params)
-    grad_fn = lambda p: grads  # noqa: E731  (SAM-type rules call it; cost not of interest here)
+    grads = fixed_grads(params)
+
+    def grad_fn(p):  # SAM-type rules call it; the model's gradient cost is not of interest here
+        return grads
 
     @jax.jit
     def step(params, state):
         updates, state = tx.update(grads, state, params, grad_fn=grad_fn)
         return optax.apply_updates(params, updates), state
 
-    # One step first: rules with a periodic refresh (Conda, Shampoo, ...) refresh at step 0, so
-    # timing from the initial state would time the refresh every call.
-    _, state = step(params, tx.init(params))
+    return step
+
+
+def time_update(tx, params, reps: int, calls_before: int = 1) -> float:
+    """Seconds per jitted update from the state after ``calls_before`` updates (not carried)."""
+    step = jitted_step(tx, params)
+    state = tx.init(params)
+    for _ in range(calls_before):
+        _, state = step(params, state)
     return time_fn(step, params, state, reps=reps)
+
+
+def tree_bytes(tree) -> int:
+    return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def state_ratio(tx, params) -> float:
+    """Optimizer-state bytes / parameter bytes, from shapes only (nothing is allocated)."""
+    return tree_bytes(jax.eval_shape(tx.init, params)) / tree_bytes(params)
+
+
+NAME = 44  # width of the first column of the tables
+
+
+def table_header(widths) -> str:
+    return f"{'rule':<{NAME}}" + "".join(f"{'w=' + str(w):>10}" for w in widths)
 
 
 def bench_muon(widths, depth, reps):
@@ -88,85 +137,103 @@ def bench_muon(widths, depth, reps):
         )
 
 
+def print_ratio_table(title, rows, widths, base):
+    """``rows``: name -> {width: (time ratio or None, memory ratio)}; prints time, then memory."""
+    print(f"\n== {title}: update time / AdamW update time")
+    print(table_header(widths))
+    print(f"{'(adamw ms)':<{NAME}}" + "".join(f"{1e3 * base[w]:>10.2f}" for w in widths))
+    for name, cells in rows.items():
+        times = [cells[w][0] for w in widths]
+        print(
+            f"{name:<{NAME}}"
+            + "".join(f"{'error' if t is None else f'{t:.2f}':>10}" for t in times)
+        )
+    print(f"\n== {title}: state bytes / parameter bytes")
+    print(table_header(widths))
+    for name, cells in rows.items():
+        print(f"{name:<{NAME}}" + "".join(f"{cells[w][1]:>10.2f}" for w in widths))
+
+
 def bench_registry(widths, depth, reps):
-    print(f"\n== every OPTIMIZERS entry: update time / AdamW update time (MLP depth {depth})")
-    print(f"{'rule':<32}" + "".join(f"{'w=' + str(w):>10}" for w in widths))
     params = {w: mlp_params(w, depth) for w in widths}
     base = {w: time_update(optax.adamw(1e-3), params[w], reps) for w in widths}
-    print(f"{'(adamw ms)':<32}" + "".join(f"{1e3 * base[w]:>10.2f}" for w in widths))
+    rows = {}
     for name in OPTIMIZERS.names():
-        cells = []
+        rows[name] = {}
         for w in widths:
+            tx = OPTIMIZERS.build(name, {"learning_rate": 1e-3})
             try:
-                tx = OPTIMIZERS.build(name, {"learning_rate": 1e-3})
-                cells.append(f"{time_update(tx, params[w], reps) / base[w]:>10.2f}")
+                ratio = time_update(tx, params[w], reps) / base[w]
             except Exception as e:  # a rule that cannot run at defaults is reported, not fatal
-                cells.append(f"{'error':>10}")
+                ratio = None
                 print(f"  {name} at width {w}: {type(e).__name__}: {e}")
-        print(f"{name:<32}" + "".join(cells))
+            rows[name][w] = (ratio, state_ratio(tx, params[w]))
+    print_ratio_table(
+        f"every OPTIMIZERS entry at its defaults (MLP depth {depth})", rows, widths, base
+    )
 
 
-# Whitening rules: update time with and without a preconditioner refresh, and state memory.
-# Each rule is built so that a known step refreshes (``refresh``) and another does not (``plain``);
-# the state is advanced to just before that step, then the same jitted step is timed repeatedly.
-WHITENING = {
-    # name: (kwargs, calls before a refreshing step, calls before a plain step)
-    "shampoo": ({"precondition_every": 2, "start_preconditioning_step": 1}, 0, 1),
-    "soap": ({"precondition_frequency": 2}, 2, 1),
-    "splus": ({"inverse_every": 3}, 0, 1),
+def bench_filters_constraints(widths, depth, reps):
+    params = {w: mlp_params(w, depth) for w in widths}
+    base = {w: time_update(optax.adamw(1e-3), params[w], reps) for w in widths}
+    rows = {}
+    for kind, registry in (("filter", FILTERS), ("constraint", CONSTRAINTS)):
+        for name in registry.names():
+            label = f"{name} ({'before' if kind == 'filter' else 'after'} adamw)"
+            rows[label] = {}
+            for w in widths:
+                tx = registry.build(name, {})
+                adamw = optax.adamw(1e-3)
+                chain = optax.chain(tx, adamw) if kind == "filter" else optax.chain(adamw, tx)
+                rows[label][w] = (
+                    time_update(chain, params[w], reps) / base[w],
+                    state_ratio(tx, params[w]),
+                )
+    print_ratio_table(
+        f"every FILTERS / CONSTRAINTS entry chained with AdamW (MLP depth {depth}); memory is the "
+        "transform's own state",
+        rows,
+        widths,
+        base,
+    )
+
+
+# Rules with a periodic refresh: each is built so that a known step refreshes and another does
+# not; the state is advanced to just before that step, then the same jitted step is timed.
+# name: ((kwargs, calls before a refreshing step), (kwargs, calls before a plain step))
+REFRESHING = {
+    "shampoo": (
+        ({"precondition_every": 2, "start_preconditioning_step": 1}, 0),
+        ({"precondition_every": 2, "start_preconditioning_step": 1}, 1),
+    ),
+    "soap": (({"precondition_frequency": 2}, 2), ({"precondition_frequency": 2}, 1)),
+    "splus": (({"inverse_every": 3}, 0), ({"inverse_every": 3}, 1)),
+    "conda": (({"update_proj_gap": 2}, 0), ({"update_proj_gap": 2}, 1)),
+    # kron refits with a probability, set to 1 for the refreshing step and to 0 for the plain one.
+    "kron": (
+        ({"max_update_probability": 1.0, "min_update_probability": 1.0}, 0),
+        ({"max_update_probability": 0.0, "min_update_probability": 0.0}, 0),
+    ),
 }
-KRON_REFIT = {"max_update_probability": 1.0, "min_update_probability": 1.0}
-KRON_NO_REFIT = {"max_update_probability": 0.0, "min_update_probability": 0.0}
 
 
-def _tree_bytes(tree) -> int:
-    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
-
-
-def _advanced_state(tx, params, calls):
-    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01), params)
-    state = tx.init(params)
-    for _ in range(calls):
-        _, state = jax.jit(tx.update)(grads, state, params)
-    return state
-
-
-def time_update_from(tx, params, state, reps: int) -> float:
-    """Seconds per jitted update from a given state (the state is not carried between calls)."""
-    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01), params)
-
-    @jax.jit
-    def step(params, state):
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    return time_fn(step, params, state, reps=reps)
-
-
-def bench_whitening(widths, depth, reps):
-    print("\n== whitening rules / AdamW update time, with and without a preconditioner refresh,")
-    print(f"   and optimizer-state memory / parameter memory (MLP depth {depth}, float32)")
-    print(f"{'rule':<10}{'width':>7}{'refresh':>10}{'plain':>10}{'state/params':>14}")
+def bench_refresh(widths, depth, reps):
+    print("\n== rules with a periodic refresh / AdamW update time: on a refreshing step and on a")
+    print(f"   plain one (MLP depth {depth}, float32)")
+    print(f"{'rule':<10}{'width':>7}{'refresh':>10}{'plain':>10}")
     for w in widths:
         params = mlp_params(w, depth)
         base = time_update(optax.adamw(1e-3), params, reps)
-        adam_mem = _tree_bytes(optax.adamw(1e-3).init(params)) / _tree_bytes(params)
-        print(f"{'adamw':<10}{w:>7}{1e3 * base:>8.2f}ms{'':>10}{adam_mem:>14.2f}")
-        cases = {
-            n: (OPTIMIZERS.build(n, {"learning_rate": 1e-3, **kw}), r, p)
-            for n, (kw, r, p) in WHITENING.items()
-        }
-        for name, (tx, r_calls, p_calls) in cases.items():
-            t_ref = time_update_from(tx, params, _advanced_state(tx, params, r_calls), reps)
-            t_plain = time_update_from(tx, params, _advanced_state(tx, params, p_calls), reps)
-            mem = _tree_bytes(tx.init(params)) / _tree_bytes(params)
-            print(f"{name:<10}{w:>7}{t_ref / base:>10.2f}{t_plain / base:>10.2f}{mem:>14.2f}")
-        refit = OPTIMIZERS.build("kron", {"learning_rate": 1e-3, **KRON_REFIT})
-        still = OPTIMIZERS.build("kron", {"learning_rate": 1e-3, **KRON_NO_REFIT})
-        t_ref = time_update_from(refit, params, refit.init(params), reps)
-        t_plain = time_update_from(still, params, still.init(params), reps)
-        mem = _tree_bytes(refit.init(params)) / _tree_bytes(params)
-        print(f"{'kron':<10}{w:>7}{t_ref / base:>10.2f}{t_plain / base:>10.2f}{mem:>14.2f}")
+        print(f"{'adamw':<10}{w:>7}{1e3 * base:>8.2f}ms")
+        for name, cases in REFRESHING.items():
+            ratios = [
+                time_update(
+                    OPTIMIZERS.build(name, {"learning_rate": 1e-3, **kwargs}), params, reps, calls
+                )
+                / base
+                for kwargs, calls in cases
+            ]
+            print(f"{name:<10}{w:>7}" + "".join(f"{r:>10.2f}" for r in ratios))
 
 
 def bench_orthogonalizers(sizes, dtype, reps):
@@ -190,23 +257,34 @@ def bench_orthogonalizers(sizes, dtype, reps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
-    parser.add_argument("--widths", type=ints, default=[256, 512, 1024, 2048])
-    parser.add_argument("--registry_widths", type=ints, default=[256, 1024])
-    parser.add_argument("--whitening_widths", type=ints, default=[256, 512, 1024, 2048])
+    # An empty list (``--sizes=``) skips that section.
+    ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
+    parser.add_argument("--quick", action="store_true", help="small sizes for a CPU check")
+    parser.add_argument("--widths", type=ints, default=None, help=f"default {WIDTHS}")
+    parser.add_argument("--registry_widths", type=ints, default=None, help=f"default {WIDTHS}")
+    parser.add_argument("--whitening_widths", type=ints, default=None, help=f"default {WIDTHS}")
     parser.add_argument("--sizes", type=ints, default=None, help="default: 1024 CPU, 4096,8192 GPU")
     parser.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 else")
     parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=None, help="default 10 (3 with --quick)")
     args = parser.parse_args()
     cpu = jax.default_backend() == "cpu"
-    sizes = args.sizes or ([1024] if cpu else [4096, 8192])
+    default_widths = QUICK["widths"] if args.quick else WIDTHS
+    default_sizes = QUICK["sizes"] if args.quick else [1024] if cpu else [4096, 8192]
+
+    def given(value, default):
+        return default if value is None else value
+
+    reps = given(args.reps, QUICK["reps"] if args.quick else 10)
     dtype = jnp.dtype(args.dtype or ("float32" if cpu else "bfloat16"))
-    print(f"backend {jax.default_backend()}, devices {jax.devices()}")
-    bench_muon(args.widths, args.depth, args.reps)
-    bench_registry(args.registry_widths, args.depth, args.reps)
-    bench_whitening(args.whitening_widths, args.depth, args.reps)
-    bench_orthogonalizers(sizes, dtype, args.reps)
+    print(f"backend {jax.default_backend()}, devices {jax.devices()}, reps {reps}")
+    bench_muon(given(args.widths, default_widths), args.depth, reps)
+    registry_widths = given(args.registry_widths, default_widths)
+    if registry_widths:
+        bench_registry(registry_widths, args.depth, reps)
+        bench_filters_constraints(registry_widths, args.depth, reps)
+    bench_refresh(given(args.whitening_widths, default_widths), args.depth, reps)
+    bench_orthogonalizers(given(args.sizes, default_sizes), dtype, reps)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ approximation: ``sigma = ||W v||`` with a unit ``v`` is a lower bound of the tru
 so until ``v`` has converged ``spectral_normalize`` and ``spectral_hammer`` can leave
 ``sigma_1`` slightly above ``bound``. Each iteration shrinks the error of ``v`` by
 ``(sigma_2 / sigma_1)^2``, and since the weights move little between steps the warm start keeps
-accumulating iterations, so the bound holds to round-off after a few steps unless the top two
-singular values are nearly tied. For a bound exact at every step use ``spectral_cap`` (SVD) or
-raise ``power_iters``.
+accumulating iterations: on a fixed matrix the error falls below ``tol`` after about
+``log(tol) / log((sigma_2 / sigma_1)^2)`` iterations in all, slowly if the top two singular
+values are nearly tied. For a bound exact at every step use ``spectral_cap`` (SVD) or raise
+``power_iters``.
 
 Each transform returns ``u' = proj(p + u) - p``: chained after an update rule, the applied step
 lands on the constrained weights. They need ``params`` and are layout-free (singular values do

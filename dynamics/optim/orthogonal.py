@@ -18,8 +18,8 @@ Shape scaling modes (``scaling=``), applied to the orthogonalized matrix ``O``:
 * ``"shape"``: ``sqrt(max(1, fan_out / fan_in))`` (Keller Jordan's Muon);
 * ``"consistent_rms"``, alias ``"spectral"``: ``rms sqrt(max(fan_in, fan_out))`` (Moonlight,
   Liu et al. 2025, "Muon is Scalable for LLM Training"; with ``rms = 0.2`` the update RMS
-  matches AdamW's). Issue 4 and the Moonlight paper name it both ways, so both spellings are
-  accepted and give the same factor;
+  matches AdamW's). ``"spectral"`` is the name issue 4 gives this mode; it is not the spectral
+  condition's ``sqrt(fan_out / fan_in)``, which is ``"unit_rms"`` below;
 * ``"unit_rms"``: ``sqrt(fan_out / fan_in)`` (the spectral condition of Yang, Simon & Bernstein
   2023: an orthogonal step with spectral norm ``sqrt(fan_out / fan_in)``);
 * ``"none"``.
