@@ -19,3 +19,8 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "dynamics-jax-cache")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+# The suite runs two pytest workers plus the runs they start on two cores; OpenBLAS's own thread
+# pool (NumPy's and the LAPACK behind JAX's CPU eigh/svd/qr) then spins against the other
+# processes: three 128 x 128 SVDs took 3.0 s under that load and 6.7 ms single-threaded.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
