@@ -31,7 +31,9 @@ PRESETS = ("adam", "optimizers")
 OPTIMIZER_ARMS = [
     {"optimizer.name": "sgd", "optimizer.learning_rate": 0.1},
     {"optimizer.name": "momentum", "optimizer.learning_rate": 0.19},
-    {"optimizer.name": "adam", "optimizer.learning_rate": 1e-3},
+    # eps_root: sqrt(nu + 1e-16) is differentiable where nu = 0 (digits has pixels that are
+    # constant, so their weights never get a gradient); the step map's Jacobian needs that.
+    {"optimizer.name": "adam", "optimizer.learning_rate": 1e-3, "optimizer.eps_root": 1e-16},
     {"optimizer.name": "muon", "optimizer.learning_rate": 0.02},
     {"optimizer.name": "soap", "optimizer.learning_rate": 3e-3},
 ]

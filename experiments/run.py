@@ -54,19 +54,29 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-# ``--config.probes.NAME.FIELD=VALUE`` overrides, applied by ``set_field`` after the config file is
-# loaded: absl only overrides fields the file defines, and naming a probe is how one is added.
-_PROBE_OVERRIDES: list[tuple[str, str]] = []
+# Overrides of probes and of the sections whose extra keys are constructor arguments (data, model,
+# optimizer, ...), applied by ``set_field`` after the config file is loaded: absl only overrides
+# fields the file defines, while naming a probe adds it and a constructor argument may be new
+# (``--config.optimizer.eps_root=1e-16``); ``validate`` checks them against the constructors.
+_SECTION_OVERRIDES: list[tuple[str, str]] = []
+
+
+def _is_section_override(key: str) -> bool:
+    from dynamics.train.config import RESERVED
+
+    section = key.rpartition(".")[0]
+    return key.startswith("probes.") or section in RESERVED
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with every flag or config-file error as one line and exit code 2."""
-    prefix = "--config.probes."
-    for arg in [a for a in argv if a.startswith(prefix)]:
+    for arg in [a for a in argv if a.startswith("--config.")]:
         key, sep, value = arg[len("--config.") :].partition("=")
+        if not _is_section_override(key):
+            continue
         if not sep:
             _fail(f"override {arg!r} is not of the form --config.FIELD=VALUE")
-        _PROBE_OVERRIDES.append((key, value))
+        _SECTION_OVERRIDES.append((key, value))
         argv.remove(arg)
     try:
         rest = FLAGS(argv)
@@ -112,7 +122,7 @@ def main(argv: list[str]) -> int:
     from jax.experimental import multihost_utils
 
     from dynamics.registry import ConfigError
-    from dynamics.train.config import parse_value, set_field, validate
+    from dynamics.train.config import parse_override, set_field, validate
     from dynamics.train.distributed import maybe_initialize
     from dynamics.train.loop import build, train
 
@@ -126,8 +136,8 @@ def main(argv: list[str]) -> int:
         _fail("a multi-process run needs the same --workdir on every process")
     config = _CONFIG.value
     try:
-        for key, value in _PROBE_OVERRIDES:
-            set_field(config, key, parse_value(value), where=f"--config.{key}")
+        for key, value in _SECTION_OVERRIDES:
+            set_field(config, key, parse_override(config, key, value), where=f"--config.{key}")
         validate(config)
         run = build(config)
     except ConfigError as e:

@@ -47,6 +47,7 @@ def _run(*args, timeout=300):
         ("--config.optimizer.schedule.name=exp", ["schedule.name", "warmup_cosine"]),
         ("--config.num_steps=many", ["num_steps", "many"]),
         ("--config.model.depth=3", ["model.depth"]),
+        ("--config.optimizer.eps_root=1e-16", ["optimizer.eps_root", "valid fields"]),
         ("--config.mesh.data=2", ["mesh.data", "devices"]),
         ("--config.data.batch_size=5000", ["data.batch_size", "training examples"]),
         ("--config.probes.sharpnes.every=5", ["probes.sharpnes", "sharpness", "step_stability"]),
@@ -73,10 +74,12 @@ def test_config_errors_exit_2_with_one_line_and_write_nothing(tmp_path, override
 
 
 def test_probes_are_added_from_the_command_line(tmp_path):
-    """A probe the config file does not define is turned on by naming it; eval_every = 0
-    evaluates at step 0 and at the end only."""
+    """A probe the config file does not define is turned on by naming it, and a constructor
+    argument it does not list is set by naming it; eval_every = 0 evaluates at step 0 and at the
+    end only."""
     probe = "--config.probes.sharpness"
     args = [f"{probe}.every=5", f"{probe}.k=1", f"{probe}.num_iters=8", "--config.eval_every=0"]
+    args += ["--config.optimizer.name=adam", "--config.optimizer.eps_root=1e-16"]
     result = _run(*args, "--config.num_steps=10", "--config.plots=False", f"--workdir={tmp_path}")
     assert result.returncode == 0, result.stderr
     records = read_records(tmp_path / "metrics.jsonl")
@@ -85,6 +88,7 @@ def test_probes_are_added_from_the_command_line(tmp_path):
     assert [r["step"] for r in records if "train_accuracy" in r] == [0, 10]
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["probes"]["sharpness"] == {"every": 5, "k": 1, "num_iters": 8}
+    assert saved["optimizer"]["name"] == "adam" and saved["optimizer"]["eps_root"] == 1e-16
 
 
 def test_existing_workdir_is_refused_untouched_unless_overwritten(tmp_path):

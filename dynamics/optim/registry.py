@@ -45,11 +45,16 @@ def nesterov(learning_rate, momentum=0.9):
 
 
 @OPTIMIZERS.register("adam")
-def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
-    """Adam with *coupled* L2 as in ``torch.optim.Adam``: the decay enters the moments."""
+def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, weight_decay=0.0):
+    """Adam with *coupled* L2 as in ``torch.optim.Adam``: the decay enters the moments.
+
+    ``eps_root`` is added to ``nu`` inside the square root (optax's option): with it the step is
+    differentiable where ``nu = 0`` (parameters that never received a gradient), which the
+    step-map Jacobian of ``dynamics.curvature.step_stability`` needs.
+    """
     return optax.chain(
         optax.add_decayed_weights(weight_decay),
-        optax.adam(learning_rate, b1=b1, b2=b2, eps=eps),
+        optax.adam(learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root),
     )
 
 

@@ -75,7 +75,7 @@ def check_runs(config, runs: Sequence[Mapping[str, Any]], shared: Sequence[str] 
     as the runner parses it) before each run's own overrides; their fields must not be swept (the
     sweep's value would silently win).
     """
-    from dynamics.train.config import parse_value, set_field, validate
+    from dynamics.train.config import parse_override, set_field, validate
 
     keys = shared_keys(shared)
     for key in keys:
@@ -83,7 +83,7 @@ def check_runs(config, runs: Sequence[Mapping[str, Any]], shared: Sequence[str] 
             raise ConfigError(f"--config.{key} is also set by the sweep; drop one of them")
     base = copy.deepcopy(config)
     for key, arg in zip(keys, shared, strict=True):
-        set_field(base, key, parse_value(arg.partition("=")[2]), f"--config.{key}")
+        set_field(base, key, parse_override(base, key, arg.partition("=")[2]), f"--config.{key}")
     for i, run in enumerate(runs):
         c = copy.deepcopy(base)
         for key, value in run.items():

@@ -242,18 +242,32 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
 
 def parse_value(raw: str):
     """A command-line value as Python: a literal (number, tuple, None, True, ...) or the string."""
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
     try:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         return raw
 
 
+def parse_override(config: ml_collections.ConfigDict, key: str, raw: str):
+    """``raw`` for the field ``key``: kept as text where the field holds a string, else parsed."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return parse_value(raw)
+        node = node[part]
+    return raw if isinstance(node, str) else parse_value(raw)
+
+
 def set_field(config: ml_collections.ConfigDict, key: str, value, where: str = "override") -> None:
     """Sets the dotted field ``key`` of ``config`` to ``value``; raises ConfigError if it cannot.
 
-    Every field must exist already, except under ``probes``: naming a probe adds it
-    (``probes.sharpness.every=50`` turns the sharpness probe on) and its keyword fields may be set
-    freely, since :func:`validate` checks them against the probe's constructor.
+    Every field must exist already, with two exceptions that :func:`validate` checks against the
+    constructors instead: naming a probe adds it (``probes.sharpness.every=50`` turns the
+    sharpness probe on, and its keyword fields may be set freely), and a section whose extra keys
+    are constructor arguments (``data``, ``model``, ``optimizer``, ...) takes new ones
+    (``optimizer.eps_root=1e-16`` in a sweep arm that switches to Adam).
     """
     *parents, leaf = key.split(".")
     node = config
@@ -264,7 +278,8 @@ def set_field(config: ml_collections.ConfigDict, key: str, value, where: str = "
             with node.unlocked():
                 node[part] = ml_collections.ConfigDict()
         node = node[part]
-    if leaf not in node and parents[:1] != ["probes"]:
+    section = ".".join(parents)
+    if leaf not in node and parents[:1] != ["probes"] and section not in RESERVED:
         raise ConfigError(f"{where} sets {key}, but the config has no field {key}")
     try:
         with node.unlocked():

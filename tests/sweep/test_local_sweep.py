@@ -123,7 +123,7 @@ def test_report_rebuilds_from_manifest(first, tmp_path):
 
 def test_config_errors_fail_before_launching(tmp_path, capsys):
     for bad, message in [
-        ("--config.optimizer.nam=1", "no field optimizer.nam"),
+        ("--config.optimizer.nam=1", "unknown field optimizer.nam for sgd; valid fields"),
         ("--config.optimizer.learning_rate=1", "also set by the sweep"),
         # A shared value is applied to every run and validated before anything launches.
         ("--config.optimizer.name=adamm", "unknown optimizer 'adamm'"),

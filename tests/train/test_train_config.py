@@ -6,7 +6,7 @@ import pytest
 from configs import classification
 from dynamics.data import load_dataset
 from dynamics.registry import ConfigError
-from dynamics.train.config import base_config, section_kwargs, validate
+from dynamics.train.config import base_config, parse_value, section_kwargs, set_field, validate
 from dynamics.train.loop import build
 
 
@@ -100,3 +100,27 @@ def test_section_kwargs_leave_out_the_runner_keys():
     config.optimizer.name = "momentum"
     config.optimizer.momentum = 0.5
     assert section_kwargs(config, "optimizer") == {"momentum": 0.5}
+
+
+def test_set_field_adds_probes_and_constructor_kwargs_only():
+    config = base_config()
+    config.lock()
+    set_field(config, "probes.sharpness.every", 50)
+    set_field(config, "probes.sharpness.k", 3)
+    config.optimizer.name = "adam"
+    set_field(config, "optimizer.eps_root", 1e-16)  # a kwarg the base config does not list
+    validate(config)
+    assert config.probes.sharpness.k == 3 and config.optimizer.eps_root == 1e-16
+    # New keys elsewhere are typos: refused at once, with the field named.
+    for key in ("mesh.dat", "stop.loss", "num_step", "optimizer.schedule.foo.bar"):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            set_field(config, key, 1)
+    # A misspelled kwarg is accepted by set_field and caught by validate, with the valid fields.
+    set_field(config, "optimizer.eps_rot", 1e-16)
+    with pytest.raises(
+        ConfigError, match="optimizer.eps_rot .*valid fields: b1, b2, eps, eps_root"
+    ):
+        validate(config)
+    with pytest.raises(ConfigError, match="num_steps = 'many'"):
+        set_field(config, "num_steps", parse_value("many"))
+    assert parse_value("(8, 8)") == (8, 8) and parse_value("None") is None
