@@ -55,7 +55,7 @@ from dynamics.registry import ConfigError
 from dynamics.train.probes.base import PROBES, Probe, ProbeContext
 
 ADAM_FAMILY = ("adam", "adamw")
-PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
+MATMUL_PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
 
 
 def optimizer_kwargs(config) -> dict[str, Any]:
@@ -122,14 +122,20 @@ def _adaptive_preconditioner(config):
     )
 
 
+def _check_k(k: int, num_iters: int) -> None:
+    if not 1 <= k <= num_iters:
+        raise ConfigError(f"probe needs 1 <= k <= num_iters, got k={k}, num_iters={num_iters}")
+
+
 class _CurvatureProbe(Probe):
     """Shared options: the data subset, microbatching, precision and per-step randomness."""
 
     def __init__(self, every, num_examples=None, microbatch_size=None, precision="highest"):
         super().__init__(every)
-        if precision is not None and precision not in PRECISIONS:
+        if precision is not None and precision not in MATMUL_PRECISIONS:
             raise ConfigError(
-                f"unknown matmul precision {precision!r}; valid choices: {', '.join(PRECISIONS)}"
+                f"unknown matmul precision {precision!r}; valid choices: "
+                + ", ".join(MATMUL_PRECISIONS)
             )
         self.num_examples = num_examples
         self.microbatch_size = microbatch_size
@@ -160,8 +166,7 @@ class _EigenProbe(_CurvatureProbe):
 
     def __init__(self, every, k, num_iters, num_examples, microbatch_size, precision):
         super().__init__(every, num_examples, microbatch_size, precision)
-        if not 1 <= k <= num_iters:
-            raise ConfigError(f"probe needs 1 <= k <= num_iters, got k={k}, num_iters={num_iters}")
+        _check_k(k, num_iters)
         self.k, self.num_iters = k, num_iters
         self._fns = {}
 
@@ -384,8 +389,7 @@ class GradientOverlap(_EigenProbe):
 class StepStabilityProbe(_CurvatureProbe):
     def __init__(self, every, k=1, num_iters=20, num_examples=None, precision="highest"):
         super().__init__(every, num_examples=num_examples, precision=precision)
-        if not 1 <= k <= num_iters:
-            raise ConfigError(f"probe needs 1 <= k <= num_iters, got k={k}, num_iters={num_iters}")
+        _check_k(k, num_iters)
         self.k, self.num_iters = k, num_iters
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
