@@ -26,6 +26,7 @@ from dynamics.curvature.lanczos import (
     LanczosResult,
     eigsh,
     lanczos,
+    seeded_rayleigh_ritz,
     top_eigenpairs,
     tridiagonal,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "preconditioned_operator",
     "preconditioned_sharpness",
     "rmsprop_preconditioner",
+    "seeded_rayleigh_ritz",
     "slq",
     "spectral_density",
     "step_stability",

@@ -90,10 +90,9 @@ def arnoldi(matvec: Callable[[PyTree], PyTree], v0: PyTree, num_iters: int):
     def body(carry, i):
         basis, size = carry
         w = matvec(tree.basis_get(basis, i))
-        h1 = tree.basis_dot(basis, w)
-        w = tree.sub(w, tree.basis_combine(basis, h1))
-        h2 = tree.basis_dot(basis, w)
-        w = tree.sub(w, tree.basis_combine(basis, h2))
+        # A q_i has components along the whole basis (no recurrence): two full passes.
+        h1, w = tree.project_out(basis, w)
+        h2, w = tree.project_out(basis, w)
         h = h1 + h2
         beta = tree.norm(w)
         size = jnp.maximum(size, jnp.max(jnp.abs(h)))

@@ -121,6 +121,16 @@ def basis_combine(basis: PyTree, c: jax.Array) -> PyTree:
     return jax.tree.map(lambda q: jnp.tensordot(c.T.astype(q.dtype), q, axes=1), basis)
 
 
+def project_out(basis: PyTree, v: PyTree) -> tuple[jax.Array, PyTree]:
+    """One pass of classical Gram-Schmidt: ``(Q^T v, v - Q Q^T v)``.
+
+    Two reads of the basis; on a large basis this is memory-bound, so callers that already removed
+    the bulk of ``v``'s components (a Krylov recurrence) make one pass, not two.
+    """
+    c = basis_dot(basis, v)
+    return c, sub(v, basis_combine(basis, c))
+
+
 def orthogonalize(basis: PyTree, v: PyTree) -> PyTree:
     """v - Q Q^T v applied twice (classical Gram-Schmidt with one re-orthogonalization).
 
@@ -129,7 +139,7 @@ def orthogonalize(basis: PyTree, v: PyTree) -> PyTree:
     precision. Zero rows of ``Q`` (unfilled slots of a growing basis) contribute nothing.
     """
     for _ in range(2):
-        v = sub(v, basis_combine(basis, basis_dot(basis, v)))
+        v = project_out(basis, v)[1]
     return v
 
 
