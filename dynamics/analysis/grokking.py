@@ -109,6 +109,8 @@ def plot_arms(
             keep = steps > 0
             ax.plot(steps[keep], values[keep], style, label=name)
         ax.set_xscale("log")
+        # Over less than a decade matplotlib labels the minor ticks too, and they overlap.
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("step")

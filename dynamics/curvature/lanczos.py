@@ -10,7 +10,7 @@ basis, which keeps clustered top eigenvalues accurate. "Twice is enough" (two Gr
 is met by the recurrence itself as the first pass (it removes the components along the last one or
 2s vectors, where all of A q lies in exact arithmetic) and one classical Gram-Schmidt pass against
 the full basis as the second: two reads of the m x n basis per step. That pass is memory-bound; on
-a CPU at 1.1M parameters it costs about a third of an HVP over 512 examples
+a CPU at 1.1M parameters it costs about a quarter of an HVP over 512 examples
 (``scripts/bench_curvature.py``).
 
 The loop is one ``lax.scan`` (an unrolled 30-step Python loop took 51 s to compile, the scan about

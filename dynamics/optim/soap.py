@@ -5,7 +5,7 @@ default ``b2``) and their eigenbases ``Q_L``, ``Q_R``, and runs Adam on the rota
 
     G' = Q_L^T G Q_R
     m <- b1 m + (1 - b1) G',        v <- b2 v + (1 - b2) G'^2          (kept in the rotated basis)
-    D = Q_L (m / (sqrt(v) + eps)) Q_R^T * sqrt(1 - b2^t) / (1 - b1^t)
+    D = Q_L (m / (sqrt(v + eps_root) + eps)) Q_R^T * sqrt(1 - b2^t) / (1 - b1^t)
     L <- b L + (1 - b) G G^T,       R <- b R + (1 - b) G^T G          (after the step)
 
 as in the reference implementation (``nikhilvyas/SOAP``): the first call only initializes the
@@ -86,6 +86,7 @@ def scale_by_soap(
     b1: float = 0.95,
     b2: float = 0.95,
     eps: float = 1e-8,
+    eps_root: float = 0.0,
     shampoo_beta: float | None = None,
     precondition_frequency: int = 10,
     max_precond_dim: int = 10000,
@@ -97,6 +98,9 @@ def scale_by_soap(
     Args:
       b1, b2: Adam's decays, applied in the rotated basis.
       eps: added to ``sqrt(v)`` (not bias corrected, as in the reference).
+      eps_root: added to ``v`` inside the square root (as optax's Adam): 0 is the reference;
+        a tiny positive value makes the step differentiable where ``v = 0`` (a weight that never
+        gets a gradient), which ``step_stability`` needs.
       shampoo_beta: decay of the statistics; ``None`` uses ``b2``.
       precondition_frequency: Adam steps between two refreshes of the basis.
       max_precond_dim: axes longer than this are not rotated.
@@ -174,7 +178,9 @@ def scale_by_soap(
         ]
         if variance_adaptation:
             scale = jnp.sqrt(1.0 - b2**t) / (1.0 - b1**t)
-            steps = [scale * m / (jnp.sqrt(v) + eps) for m, v in zip(mu, nu, strict=True)]
+            steps = [
+                scale * m / (jnp.sqrt(v + eps_root) + eps) for m, v in zip(mu, nu, strict=True)
+            ]
         else:
             steps = [jnp.sign(m) for m in mu]
         out = [
@@ -227,6 +233,7 @@ def soap(
     b1: float = 0.95,
     b2: float = 0.95,
     eps: float = 1e-8,
+    eps_root: float = 0.0,
     shampoo_beta: float | None = None,
     precondition_frequency: int = 10,
     max_precond_dim: int = 10000,
@@ -240,6 +247,7 @@ def soap(
             b1=b1,
             b2=b2,
             eps=eps,
+            eps_root=eps_root,
             shampoo_beta=shampoo_beta,
             precondition_frequency=precondition_frequency,
             max_precond_dim=max_precond_dim,

@@ -155,7 +155,7 @@ def test_shampoo_matches_numpy(one_sided):
 # ----------------------------------------------------------------------------- SOAP
 
 
-def _np_soap(grads, b1, b2, eps, freq, one_sided, variance_adaptation, shape):
+def _np_soap(grads, b1, b2, eps, freq, one_sided, variance_adaptation, shape, eps_root=0.0):
     """SOAP as in Vyas et al. (2024) Algorithm 3 and the reference code; ``b`` is plain Adam."""
     m_, n_ = shape
     rot = [not one_sided or m_ <= n_, not one_sided or n_ < m_]
@@ -180,8 +180,8 @@ def _np_soap(grads, b1, b2, eps, freq, one_sided, variance_adaptation, shape):
         mb = b1 * mb + (1 - b1) * gb
         vb = b2 * vb + (1 - b2) * gb**2
         scale = np.sqrt(1 - b2**t) / (1 - b1**t)
-        dw = scale * mw / (np.sqrt(vw) + eps) if variance_adaptation else np.sign(mw)
-        db = scale * mb / (np.sqrt(vb) + eps) if variance_adaptation else np.sign(mb)
+        dw = scale * mw / (np.sqrt(vw + eps_root) + eps) if variance_adaptation else np.sign(mw)
+        db = scale * mb / (np.sqrt(vb + eps_root) + eps) if variance_adaptation else np.sign(mb)
         out.append({"w": QL @ dw @ QR.T, "b": db})
         L = b2 * L + (1 - b2) * gw @ gw.T
         R = b2 * R + (1 - b2) * gw.T @ gw
@@ -200,12 +200,17 @@ def _np_soap(grads, b1, b2, eps, freq, one_sided, variance_adaptation, shape):
 
 
 @pytest.mark.parametrize(
-    "shape,one_sided,variance_adaptation",
-    [((4, 4), False, True), ((5, 3), True, True), ((4, 4), False, False)],
-    ids=["two_sided", "one_sided", "sign"],
+    "shape,one_sided,variance_adaptation,eps_root",
+    [
+        ((4, 4), False, True, 0.0),
+        ((5, 3), True, True, 0.0),
+        ((4, 4), False, False, 0.0),
+        ((4, 4), False, True, 1e-3),
+    ],
+    ids=["two_sided", "one_sided", "sign", "eps_root"],
 )
-def test_soap_matches_numpy(shape, one_sided, variance_adaptation):
-    hp = dict(b1=0.9, b2=0.95, eps=1e-8)
+def test_soap_matches_numpy(shape, one_sided, variance_adaptation, eps_root):
+    hp = dict(b1=0.9, b2=0.95, eps=1e-8, eps_root=eps_root)
     grads = _grads({"w": shape, "b": (shape[1],)}, 6, seed=3)
     tx = scale_by_soap(
         **hp,
