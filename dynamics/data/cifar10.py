@@ -3,7 +3,8 @@
 The directory (``cifar-10-batches-py`` from https://www.cs.toronto.edu/~kriz/cifar.html) holds
 ``data_batch_1`` ... ``data_batch_5`` and ``test_batch``, each a pickled dict with ``b"data"``
 (uint8 ``[10000, 3072]``, channel-major: 1024 red, then green, then blue pixels, rows of 32) and
-``b"labels"`` (a list of ints). Nothing is downloaded.
+``b"labels"`` (a list of ints). Only the files the requested images come from need to be there.
+Nothing is downloaded.
 
 ``num_train`` / ``num_test`` keep the *first* N images in file order, as Cohen et al. 2021
 ("Gradient descent on neural networks typically occurs at the edge of stability") did with the
@@ -33,13 +34,28 @@ TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 
 
-def _read(files: list[str], limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenates batches in order, opening only as many files as the first ``limit`` need."""
+def _missing_error(path: str, missing: list[str]) -> ConfigError:
+    return ConfigError(
+        f"data.path {path!r}: expected a directory with the CIFAR-10 python batches "
+        f"{', '.join((*TRAIN_FILES, TEST_FILE))}; missing: {', '.join(missing)}"
+    )
+
+
+def _read(
+    path: str, root: str, names: tuple[str, ...], limit: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenates batches in order, opening only as many files as the first ``limit`` need.
+
+    Only those files have to exist: the first 5,000 training images need ``data_batch_1`` alone.
+    """
     xs, ys, count = [], [], 0
-    for f in files:
+    for i, name in enumerate(names):
         if limit is not None and count >= limit:
             break
-        with open(f, "rb") as fh:
+        if not os.path.isfile(os.path.join(root, name)):
+            rest = [n for n in names[i:] if not os.path.isfile(os.path.join(root, n))]
+            raise _missing_error(path, rest)
+        with open(os.path.join(root, name), "rb") as fh:
             batch = pickle.load(fh, encoding="bytes")
         xs.append(np.asarray(batch[b"data"], dtype=np.uint8))
         ys.append(np.asarray(batch[b"labels"], dtype=np.int32))
@@ -60,19 +76,14 @@ def cifar10(
     """CIFAR-10 read from ``path`` (see the module doc); ``seed`` is unused."""
     del seed
     root = os.path.expanduser(path)
-    expected = (*TRAIN_FILES, TEST_FILE)
-    missing = [f for f in expected if not os.path.isfile(os.path.join(root, f))]
-    if not os.path.isdir(root) or missing:
-        raise ConfigError(
-            f"data.path {path!r}: expected a directory with the CIFAR-10 python batches "
-            f"{', '.join(expected)}; missing: {', '.join(missing)}"
-        )
-    for name, n in (("num_train", num_train), ("num_test", num_test)):
-        if n is not None and n < 0:
-            raise ConfigError(f"data.{name} must be >= 0, got {n}")
-    x_tr, y_tr = _read([os.path.join(root, f) for f in TRAIN_FILES], num_train)
+    if not os.path.isdir(root):
+        raise _missing_error(path, ["the directory itself"])
+    for name, n, least in (("num_train", num_train, 1), ("num_test", num_test, 0)):
+        if n is not None and n < least:
+            raise ConfigError(f"data.{name} must be >= {least}, got {n}")
     has_test = num_test != 0
-    x_te, y_te = _read([os.path.join(root, TEST_FILE)], num_test) if has_test else (None, None)
+    x_tr, y_tr = _read(path, root, TRAIN_FILES, num_train)
+    x_te, y_te = _read(path, root, (TEST_FILE,), num_test) if has_test else (None, None)
     x_tr = x_tr.astype(np.float64) / 255.0
     x_te = None if x_te is None else x_te.astype(np.float64) / 255.0
     if standardize:

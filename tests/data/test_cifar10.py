@@ -10,6 +10,7 @@ from dynamics.data import load_dataset
 from dynamics.registry import ConfigError
 
 PER_FILE = 4
+MISSING_AFTER_FIRST = "missing: data_batch_2, data_batch_3, data_batch_4, data_batch_5$"
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +80,18 @@ def test_missing_directory_or_files_is_one_line_config_error(cifar_dir, tmp_path
         os.symlink(os.path.join(src, name), partial / name)
     with pytest.raises(ConfigError, match="missing: data_batch_3, data_batch_4, data_batch_5$"):
         load_dataset({"name": "cifar10", "path": str(partial)}, 0)
+
+
+def test_only_the_files_the_requested_images_come_from_are_needed(cifar_dir, tmp_path):
+    # The cifar5k preset (first 5,000 training images, no test set) reads data_batch_1 alone.
+    src, batches = cifar_dir
+    os.symlink(os.path.join(src, "data_batch_1"), tmp_path / "data_batch_1")
+    ds = load_dataset({"name": "cifar10", "path": str(tmp_path), "num_train": 3, "num_test": 0}, 0)
+    np.testing.assert_array_equal(ds.train["y"], batches["data_batch_1"][1][:3])
+    assert ds.test is None
+    with pytest.raises(ConfigError, match=MISSING_AFTER_FIRST):
+        load_dataset({"name": "cifar10", "path": str(tmp_path), "num_train": 6}, 0)
+    with pytest.raises(ConfigError, match="missing: test_batch$"):
+        load_dataset({"name": "cifar10", "path": str(tmp_path), "num_train": 3}, 0)
+    with pytest.raises(ConfigError, match="num_train must be >= 1"):
+        load_dataset({"name": "cifar10", "path": str(tmp_path), "num_train": 0}, 0)
