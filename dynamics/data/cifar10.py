@@ -52,10 +52,11 @@ def _read(
     for i, name in enumerate(names):
         if limit is not None and count >= limit:
             break
-        if not os.path.isfile(os.path.join(root, name)):
+        file = os.path.join(root, name)
+        if not os.path.isfile(file):
             rest = [n for n in names[i:] if not os.path.isfile(os.path.join(root, n))]
             raise _missing_error(path, rest)
-        with open(os.path.join(root, name), "rb") as fh:
+        with open(file, "rb") as fh:
             batch = pickle.load(fh, encoding="bytes")
         xs.append(np.asarray(batch[b"data"], dtype=np.uint8))
         ys.append(np.asarray(batch[b"labels"], dtype=np.int32))
