@@ -104,15 +104,6 @@ def lanczos(matvec: Matvec, v0: PyTree, num_iters: int) -> LanczosResult:
     dtype = jax.tree.leaves(v0)[0].dtype
     eps = jnp.finfo(dtype).eps
 
-    def restart(basis, i):
-        g = tree.hashed_like(i, v0)
-        v = tree.orthogonalize(basis, g)
-        n = tree.norm(v)
-        # When the basis already spans the whole space (m > dimension, toy problems only) nothing
-        # is left: the next vectors are zero and their rows of T decouple with Ritz value 0.
-        exhausted = n <= jnp.sqrt(eps) * tree.norm(g)
-        return tree.scale(jnp.where(exhausted, 0.0, 1.0 / jnp.where(exhausted, 1.0, n)), v)
-
     def body(carry, i):
         basis, beta_prev, size = carry
         q = tree.basis_get(basis, i)
@@ -130,7 +121,7 @@ def lanczos(matvec: Matvec, v0: PyTree, num_iters: int) -> LanczosResult:
         breakdown = beta <= 100 * eps * size
         q_next = jax.lax.cond(
             breakdown,
-            restart,
+            lambda b, i: tree.restart_vector(b, i, v0),
             lambda b, i: tree.scale(1.0 / jnp.where(breakdown, 1.0, beta), w),
             basis,
             i,
@@ -198,15 +189,6 @@ def seeded_rayleigh_ritz(
     dtype = jax.tree.leaves(like)[0].dtype
     eps = jnp.finfo(dtype).eps
 
-    def restart(basis, i):
-        g = tree.hashed_like(i, like)
-        v = tree.orthogonalize(basis, g)
-        n = tree.norm(v)
-        # When the basis already spans the whole space (m > dimension, toy problems only) nothing
-        # is left: the next vectors are zero and are flagged as not alive.
-        exhausted = n <= jnp.sqrt(eps) * tree.norm(g)
-        return tree.scale(jnp.where(exhausted, 0.0, 1.0 / jnp.where(exhausted, 1.0, n)), v)
-
     # In exact arithmetic A q_j lies in span(q_{j-s}, ..., q_{j+s}) (band Lanczos): the first
     # Gram-Schmidt pass runs against that window of 2s rows, the second against the whole basis
     # and removes what rounding left elsewhere, which reads the full basis twice instead of four
@@ -229,7 +211,7 @@ def seeded_rayleigh_ritz(
         breakdown = beta <= 100 * eps * size
         q_next = jax.lax.cond(
             breakdown,
-            restart,
+            lambda b, i: tree.restart_vector(b, i, like),
             lambda b, i: tree.scale(1.0 / jnp.where(breakdown, 1.0, beta), w),
             basis,
             j,

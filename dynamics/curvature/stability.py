@@ -98,15 +98,10 @@ def arnoldi(matvec: Callable[[PyTree], PyTree], v0: PyTree, num_iters: int):
         size = jnp.maximum(size, jnp.max(jnp.abs(h)))
         breakdown = beta <= 100 * eps * size
 
-        def restart():
-            g = tree.hashed_like(i, v0)
-            r = tree.orthogonalize(basis, g)
-            n = tree.norm(r)
-            exhausted = n <= jnp.sqrt(eps) * tree.norm(g)  # the basis spans the whole space
-            return tree.scale(jnp.where(exhausted, 0.0, 1.0 / jnp.where(exhausted, 1.0, n)), r)
-
         q = jax.lax.cond(
-            breakdown, restart, lambda: tree.scale(1.0 / jnp.where(breakdown, 1.0, beta), w)
+            breakdown,
+            lambda: tree.restart_vector(basis, i, v0),
+            lambda: tree.scale(1.0 / jnp.where(breakdown, 1.0, beta), w),
         )
         beta = jnp.where(breakdown, 0.0, beta)
         basis = tree.basis_set(basis, i + 1, q)

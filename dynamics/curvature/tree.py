@@ -143,6 +143,21 @@ def orthogonalize(basis: PyTree, v: PyTree) -> PyTree:
     return v
 
 
+def restart_vector(basis: PyTree, i: jax.Array, like: PyTree) -> PyTree:
+    """A unit vector orthogonal to ``basis``, to continue a Krylov iteration after a breakdown.
+
+    Made from :func:`hashed_like` (``i`` tells the restarts apart). When the basis already spans
+    the whole space (more steps than dimensions, toy problems only) nothing is left, and the zero
+    vector is returned: its rows decouple and callers flag them as not alive.
+    """
+    g = hashed_like(i, like)
+    v = orthogonalize(basis, g)
+    n = norm(v)
+    eps = jnp.finfo(jax.tree.leaves(like)[0].dtype).eps
+    exhausted = n <= jnp.sqrt(eps) * norm(g)
+    return scale(jnp.where(exhausted, 0.0, 1.0 / jnp.where(exhausted, 1.0, n)), v)
+
+
 def orthonormalize(basis: PyTree) -> PyTree:
     """An orthonormal basis of the span of the rows of ``basis`` (Gram-Schmidt in ``lax.scan``).
 
