@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from dynamics.analysis import ANALYSES
+from dynamics.optim import registry
 
 
 def first_crossing(
@@ -134,21 +135,15 @@ def eos_summary(
 def optimizer_threshold(optimizer: Any) -> float:
     """The sharpness threshold of a constant-lr rule from its config section.
 
-    GD ``2/lr``; heavy ball ``(2 + 2b)/lr``; Nesterov ``(2 + 2b)/(lr (1 + 2b))``; unnormalized SAM
-    on GD ``(sqrt(1 + 8 rho/lr) - 1)/(2 rho)`` (see :mod:`dynamics.curvature.thresholds`).
+    Read from the rule's row of :data:`dynamics.optim.registry.TABLE` with the section's keyword
+    arguments (the constructor's defaults where the config sets none): GD ``2/lr``; heavy ball
+    ``(2 + 2b)/lr``; Nesterov ``(2 + 2b)/(lr (1 + 2b))``; unnormalized SAM on GD
+    ``(sqrt(1 + 8 rho/lr) - 1)/(2 rho)`` (see :mod:`dynamics.curvature.thresholds`).
     """
-    from dynamics.curvature import thresholds
-
-    lr, name = optimizer["learning_rate"], optimizer["name"]
-    if name == "sgd":
-        return thresholds.gd_threshold(lr)
-    if name == "momentum":
-        return thresholds.momentum_threshold(lr, optimizer.get("momentum", 0.9))
-    if name == "nesterov":
-        return thresholds.nesterov_threshold(lr, optimizer.get("momentum", 0.9))
-    if name == "sam" and not optimizer.get("normalize", True) and optimizer.get("base") == "sgd":
-        return thresholds.unnormalized_sam_threshold(lr, optimizer.get("rho", 0.05))
-    raise ValueError(f"no closed-form sharpness threshold for optimizer {name!r}")
+    threshold = registry.sharpness_threshold(optimizer, optimizer["learning_rate"])
+    if threshold is None:
+        raise ValueError(f"no closed-form sharpness threshold for optimizer {optimizer['name']!r}")
+    return threshold
 
 
 def series(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -31,9 +31,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim.orthogonal import accum_dtype
+from dynamics.optim.common import accumulation_dtype
 from dynamics.optim.partition import matrix_optimizer, matrix_shape, to_matrices
-from dynamics.optim.registry import OPTIMIZERS
 
 
 class CondaState(NamedTuple):
@@ -91,14 +90,15 @@ def scale_by_conda(
         def basis(p):
             b, m, n = matrix_shape(p.shape, batch_ndim)
             return jnp.broadcast_to(
-                jnp.eye(min(m, n), dtype=accum_dtype(p.dtype)), (b, min(m, n), min(m, n))
+                jnp.eye(min(m, n), dtype=accumulation_dtype(p.dtype)), (b, min(m, n), min(m, n))
             )
 
         return CondaState(
             count=jnp.zeros([], jnp.int32),
-            mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=accum_dtype(p.dtype)), params),
+            mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=accumulation_dtype(p.dtype)), params),
             nu=jax.tree.map(
-                lambda p: jnp.zeros(to_matrices(p, batch_ndim).shape, accum_dtype(p.dtype)), params
+                lambda p: jnp.zeros(to_matrices(p, batch_ndim).shape, accumulation_dtype(p.dtype)),
+                params,
             ),
             basis=jax.tree.map(basis, params),
         )
@@ -169,6 +169,3 @@ def conda(
         adam_eps=eps,
         adam_weight_decay=adam_weight_decay,
     )
-
-
-OPTIMIZERS.register("conda", conda)

@@ -48,9 +48,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim.orthogonal import accum_dtype
+from dynamics.optim.common import accumulation_dtype
 from dynamics.optim.partition import matrix_shape, to_matrices
-from dynamics.optim.registry import CONSTRAINTS
 
 
 class PowerIterationState(NamedTuple):
@@ -90,7 +89,7 @@ def _power_constraint(project, *, power_iters: int, batch_ndim: int):
                 return jnp.zeros((0,), jnp.float32)
             b, _, n = matrix_shape(p.shape, batch_ndim)
             # A fixed random start: a constant vector can be orthogonal to the top direction.
-            v = jax.random.normal(jax.random.key(0), (b, n), accum_dtype(p.dtype))
+            v = jax.random.normal(jax.random.key(0), (b, n), accumulation_dtype(p.dtype))
             return v / jnp.linalg.norm(v, axis=-1, keepdims=True)
 
         return PowerIterationState(v=jax.tree.map(v0, params))
@@ -168,7 +167,7 @@ def spectral_cap(*, bound: float = 1.0, batch_ndim: int = 0) -> optax.GradientTr
             if not _is_matrix(p, batch_ndim):
                 return u
             w = to_matrices(p + u, batch_ndim)
-            w = w.astype(accum_dtype(w.dtype))
+            w = w.astype(accumulation_dtype(w.dtype))
             uu, s, vt = jnp.linalg.svd(w, full_matrices=False)
             w = (uu * jnp.minimum(s, bound)[:, None, :]) @ vt
             return (w.reshape(p.shape) - p).astype(u.dtype)
@@ -176,9 +175,3 @@ def spectral_cap(*, bound: float = 1.0, batch_ndim: int = 0) -> optax.GradientTr
         return jax.tree.map(leaf, updates, params), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
-
-
-CONSTRAINTS.register("spectral_normalize", spectral_normalize)
-CONSTRAINTS.register("spectral_cap", spectral_cap)
-CONSTRAINTS.register("spectral_hammer", spectral_hammer)
-CONSTRAINTS.register("spectral_weight_decay", spectral_weight_decay)

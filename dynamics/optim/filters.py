@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim.registry import FILTERS
+from dynamics.optim.common import accumulation_dtype
 
 _NO_PARAMS = "orthogonal_gradient needs the parameters: call update(grads, state, params)"
 
@@ -47,7 +47,6 @@ class GrokfastEmaState(NamedTuple):
     ema: optax.Updates
 
 
-@FILTERS.register("grokfast_ema")
 def grokfast_ema(*, alpha: float = 0.98, lamb: float = 2.0) -> optax.GradientTransformation:
     """Amplifies the slow gradient component: ``g + lamb ema(g)`` (Grokfast-EMA)."""
 
@@ -81,7 +80,6 @@ class GrokfastMaState(NamedTuple):
     history: optax.Updates
 
 
-@FILTERS.register("grokfast_ma")
 def grokfast_ma(
     *, window: int = 100, lamb: float = 5.0, warmup: bool = True
 ) -> optax.GradientTransformation:
@@ -120,7 +118,6 @@ def grokfast_ma(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-@FILTERS.register("orthogonal_gradient")
 def orthogonal_gradient(*, eps: float = 1e-30) -> optax.GradientTransformation:
     """Per tensor, removes the component of ``g`` along ``w`` and restores ``||g||`` (⊥Grad).
 
@@ -130,7 +127,7 @@ def orthogonal_gradient(*, eps: float = 1e-30) -> optax.GradientTransformation:
     """
 
     def project(g, w):
-        acc = jnp.promote_types(g.dtype, jnp.float32)
+        acc = accumulation_dtype(g.dtype)
         g32, w32 = g.astype(acc), w.astype(acc)
         g_perp = g32 - jnp.vdot(w32, g32) / (jnp.vdot(w32, w32) + eps) * w32
         scale = jnp.linalg.norm(g32.ravel()) / (jnp.linalg.norm(g_perp.ravel()) + eps)

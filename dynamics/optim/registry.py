@@ -1,70 +1,345 @@
-"""Registries of update rules, so that configs can name them.
+"""The table of every update rule a config can name, with what the rest of the code needs to know.
 
-Three kinds of optax transforms are composed by the runner as
-``chain(filter, optimizer, constraint)``:
+The runner composes three kinds of optax transforms as ``chain(filter, optimizer, constraint)``:
 
-* ``OPTIMIZERS``: full update rules, called as ``fn(learning_rate, **kwargs)`` where
-  ``learning_rate`` is a float or an optax schedule (the optax alias convention).
-* ``FILTERS``: gradient transforms applied before the optimizer (Grokfast, orthogonal gradient,
-  sharpness-aware perturbations), called as ``fn(**kwargs)``.
-* ``CONSTRAINTS``: transforms applied after the optimizer that keep the parameters in a set
-  (spectral normalization and caps), called as ``fn(**kwargs)``.
+* optimizers, called as ``build(learning_rate, **kwargs)`` where ``learning_rate`` is a float or an
+  optax schedule (the optax alias convention);
+* filters, gradient transforms applied before the optimizer (Grokfast, orthogonal gradient,
+  sharpness-aware perturbations), called as ``build(**kwargs)``;
+* constraints, transforms applied after the optimizer that keep the parameters in a set
+  (spectral normalization and caps), called as ``build(**kwargs)``.
 
-Every transform that wants the loss gradient at another point (SAM and its relatives) receives it
-as the keyword extra argument ``grad_fn(params) -> grads`` and, for flooding, the current loss as
-``loss=``; the runner always passes both.
+Each row of :data:`TABLE` is a :class:`Component`: the constructor and its metadata,
+
+* ``sharpness_threshold``: the linear-stability threshold on the top Hessian eigenvalue, as a
+  function of the constructor's keyword arguments (defaults filled in) and the learning rate.
+  Optimizers: ``f(kwargs, lr)`` (GD ``2/lr``, heavy ball ``(2 + 2b)/lr``, Nesterov
+  ``(2 + 2b)/(lr (1 + 2b))``, unnormalized SAM on GD ``(sqrt(1 + 8 rho/lr) - 1)/(2 rho)``);
+  filters: ``f(kwargs, lr, base)`` with ``base = (name, kwargs)`` the optimizer they precede.
+  None where no closed form is known; a constraint in the chain voids every threshold;
+* ``preconditioner``: ``f(kwargs) -> Preconditioner`` reading ``P`` from the optimizer state, for
+  the preconditioned sharpness ``lambda_max(P^-1/2 H P^-1/2)`` (Cohen et al. 2022), with that
+  quantity's threshold;
+* ``extra_args``: the keyword extra arguments its ``update`` reads (``grad_fn(params) ->
+  grads``, the gradient of the current batch at other parameters; ``loss``, that batch's mean
+  loss). The runner always passes both.
+
+:func:`sharpness_threshold` and :func:`preconditioner` answer for a whole config section
+(``{"name": ..., **kwargs, "filter": {...}, "constraint": {...}}``), so the probes and the
+analyses never re-derive an optimizer from its name. The registries ``OPTIMIZERS``,
+``FILTERS`` and ``CONSTRAINTS`` (:class:`dynamics.registry.Registry`, with their one-line config
+errors) are built from the table. This is the one module of :mod:`dynamics.optim` that knows
+about names and configs; the rules themselves depend on jax, optax and chex only, and config
+names are resolved here (``optimizer.base`` of the sharpness-aware entries).
+
+Example:
+  >>> round(sharpness_threshold({"name": "momentum", "momentum": 0.5}, learning_rate=0.1), 6)
+  30.0
+  >>> TABLE["optimizer"]["sam"].extra_args
+  ('grad_fn', 'loss')
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
 import optax
 
-from dynamics.registry import Registry
+from dynamics.curvature import preconditioned, thresholds
+from dynamics.optim import baselines, constraints, filters, sharpness_aware
+from dynamics.optim.adago import adago
+from dynamics.optim.adamuon import adamuon
+from dynamics.optim.auon import auon, auon_hybrid
+from dynamics.optim.conda import conda
+from dynamics.optim.muon import muon
+from dynamics.optim.normuon import normuon
+from dynamics.optim.psgd_kron import kron
+from dynamics.optim.scion import scion
+from dynamics.optim.shampoo import shampoo
+from dynamics.optim.soap import soap
+from dynamics.optim.splus import splus
+from dynamics.registry import ConfigError, Registry
 
-OPTIMIZERS: Registry = Registry("optimizer")
-FILTERS: Registry = Registry("gradient filter")
-CONSTRAINTS: Registry = Registry("constraint")
-
-
-@OPTIMIZERS.register("sgd")
-def sgd(learning_rate):
-    """Plain gradient descent: p <- p - lr g."""
-    return optax.sgd(learning_rate)
-
-
-@OPTIMIZERS.register("momentum")
-def momentum(learning_rate, momentum=0.9):
-    """Heavy ball: m <- b m + g, p <- p - lr m (stability threshold (2 + 2b)/lr)."""
-    return optax.sgd(learning_rate, momentum=momentum)
-
-
-@OPTIMIZERS.register("nesterov")
-def nesterov(learning_rate, momentum=0.9):
-    """Nesterov momentum in optax's form: p <- p - lr (g + b m)."""
-    return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
+# Keys of an optimizer config section that are not constructor arguments.
+RESERVED = ("name", "learning_rate", "schedule", "filter", "constraint")
+SHARPNESS_AWARE = ("grad_fn", "loss")
 
 
-@OPTIMIZERS.register("adam")
-def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, weight_decay=0.0):
-    """Adam with *coupled* L2 as in ``torch.optim.Adam``: the decay enters the moments.
+class Preconditioner(NamedTuple):
+    """How to read an adaptive rule's preconditioner and the threshold of the preconditioned
+    sharpness: ``read(opt_state) -> P`` (a tree like the parameters), ``threshold(lr)``."""
 
-    ``eps_root`` is added to ``nu`` inside the square root (optax's option): with it the step is
-    differentiable where ``nu = 0`` (parameters that never received a gradient), which the
-    step-map Jacobian of ``dynamics.curvature.step_stability`` needs.
-    """
-    return optax.chain(
-        optax.add_decayed_weights(weight_decay),
-        optax.adam(learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root),
+    read: Callable[[Any], Any]
+    threshold: Callable[[float], float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """One row of the table (module doc)."""
+
+    build: Callable[..., optax.GradientTransformation]
+    sharpness_threshold: Callable[..., float | None] | None = None
+    preconditioner: Callable[[dict[str, Any]], Preconditioner] | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain Python (ConfigDicts to dicts)."""
+    return value.to_dict() if hasattr(value, "to_dict") else value
+
+
+def _name_and_kwargs(base: str | Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(base, str):
+        return base, {}
+    kwargs = dict(_plain(base))
+    if "name" not in kwargs:
+        raise ConfigError(f"{where} needs a name; valid choices: {OPTIMIZERS.names()}")
+    return kwargs.pop("name"), kwargs
+
+
+def base_optimizer(learning_rate, base: str | Mapping[str, Any]) -> optax.GradientTransformation:
+    """The registered optimizer ``base`` (a name or ``{"name": ..., **kwargs}``) at
+    ``learning_rate``; the config path of its fields is ``optimizer.base``."""
+    name, kwargs = _name_and_kwargs(base, "optimizer.base")
+    if "learning_rate" in kwargs:
+        raise ConfigError("optimizer.base.learning_rate: set optimizer.learning_rate instead")
+    return OPTIMIZERS.build(name, {"learning_rate": learning_rate, **kwargs}, "optimizer.base")
+
+
+def sam_config(
+    learning_rate,
+    *,
+    rho: float = 0.05,
+    base: str | Mapping[str, Any] = "sgd",
+    normalize: bool = True,
+    flood_level: float | None = None,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
+    """``optimizer.name = "sam"``: :func:`dynamics.optim.sharpness_aware.sam` before the
+    registered optimizer ``base`` (a name, or ``optimizer.base.{name, <kwarg>}``; weight decay
+    belongs there)."""
+    return sharpness_aware.sam(
+        base_optimizer(learning_rate, base),
+        rho=rho,
+        normalize=normalize,
+        flood_level=flood_level,
+        eps=eps,
     )
 
 
-@OPTIMIZERS.register("adamw")
-def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4):
-    """AdamW: Adam with decoupled weight decay p <- p - lr wd p."""
-    return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+def asam_config(
+    learning_rate,
+    *,
+    rho: float = 0.5,
+    eta: float = 0.01,
+    base: str | Mapping[str, Any] = "sgd",
+    normalize: bool = True,
+    adaptive_mask: Any = "matrices",
+    flood_level: float | None = None,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
+    """``optimizer.name = "asam"``: :func:`dynamics.optim.sharpness_aware.asam` before ``base``."""
+    return sharpness_aware.asam(
+        base_optimizer(learning_rate, base),
+        rho=rho,
+        eta=eta,
+        normalize=normalize,
+        adaptive_mask=adaptive_mask,
+        flood_level=flood_level,
+        eps=eps,
+    )
 
 
-@OPTIMIZERS.register("rmsprop")
-def rmsprop(learning_rate, decay=0.9, eps=1e-8):
-    """RMSProp as in optax: v <- d v + (1 - d) g^2, p <- p - lr g / sqrt(v + eps)."""
-    return optax.rmsprop(learning_rate, decay=decay, eps=eps)
+def gradient_norm_regularization_config(
+    learning_rate,
+    *,
+    strength: float = 0.01,
+    radius: float = 0.05,
+    base: str | Mapping[str, Any] = "sgd",
+    normalize: bool = True,
+    flood_level: float | None = None,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
+    """``optimizer.name = "gradient_norm_regularization"``: the finite-difference penalty
+    (:func:`dynamics.optim.sharpness_aware.gradient_norm_regularization`) before ``base``."""
+    return sharpness_aware.gradient_norm_regularization(
+        base_optimizer(learning_rate, base),
+        strength=strength,
+        radius=radius,
+        normalize=normalize,
+        flood_level=flood_level,
+        eps=eps,
+    )
+
+
+# ----------------------------------------------------------------------------- metadata
+def _gd(kwargs, lr):
+    return thresholds.gd_threshold(lr)
+
+
+def _heavy_ball(kwargs, lr):
+    return thresholds.momentum_threshold(lr, kwargs["momentum"])
+
+
+def _nesterov(kwargs, lr):
+    return thresholds.nesterov_threshold(lr, kwargs["momentum"])
+
+
+def _is_plain_sgd(name: str, kwargs: Mapping[str, Any]) -> bool:
+    return name == "sgd" and not kwargs
+
+
+def _unnormalized_sam_on_gd(kwargs, lr, base):
+    """Agarwala & Dauphin (2023): unnormalized SAM on plain GD; no closed form otherwise."""
+    if kwargs["normalize"] or not _is_plain_sgd(*base):
+        return None
+    return thresholds.unnormalized_sam_threshold(lr, kwargs["rho"])
+
+
+def _sam_optimizer_threshold(kwargs, lr):
+    return _unnormalized_sam_on_gd(kwargs, lr, _name_and_kwargs(kwargs["base"], "optimizer.base"))
+
+
+def _adam_preconditioner(kwargs):
+    return Preconditioner(
+        read=lambda s: preconditioned.adam_preconditioner(s, b2=kwargs["b2"], eps=kwargs["eps"]),
+        threshold=lambda lr: thresholds.adam_threshold(lr, kwargs["b1"]),
+    )
+
+
+def _rmsprop_preconditioner(kwargs):
+    return Preconditioner(
+        read=lambda s: preconditioned.rmsprop_preconditioner(s, eps=kwargs["eps"]),
+        threshold=thresholds.gd_threshold,
+    )
+
+
+# -------------------------------------------------------------------------------- table
+TABLE: dict[str, dict[str, Component]] = {
+    "optimizer": {
+        "sgd": Component(baselines.sgd, sharpness_threshold=_gd),
+        "momentum": Component(baselines.momentum, sharpness_threshold=_heavy_ball),
+        "nesterov": Component(baselines.nesterov, sharpness_threshold=_nesterov),
+        "adam": Component(baselines.adam, preconditioner=_adam_preconditioner),
+        "adamw": Component(baselines.adamw, preconditioner=_adam_preconditioner),
+        "rmsprop": Component(baselines.rmsprop, preconditioner=_rmsprop_preconditioner),
+        "sam": Component(
+            sam_config, sharpness_threshold=_sam_optimizer_threshold, extra_args=SHARPNESS_AWARE
+        ),
+        "asam": Component(asam_config, extra_args=SHARPNESS_AWARE),
+        "gradient_norm_regularization": Component(
+            gradient_norm_regularization_config, extra_args=SHARPNESS_AWARE
+        ),
+        "muon": Component(muon),
+        "adamuon": Component(adamuon),
+        "normuon": Component(normuon),
+        "adago": Component(adago),
+        "auon": Component(auon),
+        "auon_hybrid": Component(auon_hybrid),
+        "scion": Component(scion),
+        "conda": Component(conda),
+        "shampoo": Component(shampoo),
+        "soap": Component(soap),
+        "splus": Component(splus),
+        "kron": Component(kron),
+    },
+    "filter": {
+        "grokfast_ema": Component(filters.grokfast_ema),
+        "grokfast_ma": Component(filters.grokfast_ma),
+        "orthogonal_gradient": Component(filters.orthogonal_gradient),
+        "sam": Component(
+            sharpness_aware.scale_by_sam,
+            sharpness_threshold=_unnormalized_sam_on_gd,
+            extra_args=SHARPNESS_AWARE,
+        ),
+        "asam": Component(sharpness_aware.scale_by_asam, extra_args=SHARPNESS_AWARE),
+        "gradient_norm_regularization": Component(
+            sharpness_aware.scale_by_gradient_norm_regularization, extra_args=SHARPNESS_AWARE
+        ),
+        "sharpness_aware": Component(
+            sharpness_aware.scale_by_sharpness_aware, extra_args=SHARPNESS_AWARE
+        ),
+    },
+    "constraint": {
+        "spectral_normalize": Component(constraints.spectral_normalize),
+        "spectral_cap": Component(constraints.spectral_cap),
+        "spectral_hammer": Component(constraints.spectral_hammer),
+        "spectral_weight_decay": Component(constraints.spectral_weight_decay),
+    },
+}
+
+
+def _registry(kind: str, label: str) -> Registry:
+    registry = Registry(label)
+    for name, component in TABLE[kind].items():
+        registry.register(name, component.build)
+    return registry
+
+
+OPTIMIZERS: Registry = _registry("optimizer", "optimizer")
+FILTERS: Registry = _registry("filter", "gradient filter")
+CONSTRAINTS: Registry = _registry("constraint", "constraint")
+
+
+# ---------------------------------------------------------------------- queries on a section
+def with_defaults(build: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``build`` runs with: its defaults updated by ``kwargs``."""
+    out = {
+        n: p.default
+        for n, p in inspect.signature(build).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    out.update(kwargs)
+    return out
+
+
+def _entry(section: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+    """``(name, explicit kwargs)`` of a config section, None when it names nothing."""
+    section = _plain(section) or {}
+    name = section.get("name")
+    if name is None:
+        return None
+    return name, {k: _plain(v) for k, v in section.items() if k not in RESERVED}
+
+
+def sharpness_threshold(optimizer: Mapping[str, Any], learning_rate: float) -> float | None:
+    """The stability threshold on the top Hessian eigenvalue of the chain an optimizer section
+    builds (``filter -> optimizer -> constraint``), or None where none is known.
+
+    Args:
+      optimizer: the ``optimizer`` config section: ``name``, its keyword arguments, and
+        optionally ``filter.{name, ...}`` and ``constraint.{name, ...}``.
+      learning_rate: the learning rate at the step of the measurement.
+    """
+    optimizer = _plain(optimizer)
+    name, kwargs = _entry(optimizer)
+    if _entry(optimizer.get("constraint")) is not None:
+        return None
+    filter_entry = _entry(optimizer.get("filter"))
+    if filter_entry is not None:
+        component = TABLE["filter"][filter_entry[0]]
+        if component.sharpness_threshold is None:
+            return None
+        f_kwargs = with_defaults(component.build, filter_entry[1])
+        return component.sharpness_threshold(f_kwargs, learning_rate, (name, kwargs))
+    component = TABLE["optimizer"][name]
+    if component.sharpness_threshold is None:
+        return None
+    return component.sharpness_threshold(with_defaults(component.build, kwargs), learning_rate)
+
+
+def preconditioner(optimizer: Mapping[str, Any]) -> Preconditioner | None:
+    """The preconditioner reader of an optimizer section's rule, None for a rule without one."""
+    name, kwargs = _entry(optimizer)
+    component = TABLE["optimizer"][name]
+    if component.preconditioner is None:
+        return None
+    return component.preconditioner(with_defaults(component.build, kwargs))
+
+
+def with_preconditioner() -> list[str]:
+    """The optimizer names that have a preconditioner reader."""
+    return [n for n, c in TABLE["optimizer"].items() if c.preconditioner is not None]

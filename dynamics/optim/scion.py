@@ -41,10 +41,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim.orthogonal import MuonState, _init_momentum, _split, accum_dtype
-from dynamics.optim.orthogonalize import resolve_orthogonalizer
+from dynamics.optim.common import accumulation_dtype, init_momentum, split_tree
+from dynamics.optim.muon import MuonState
+from dynamics.optim.orthogonalizers import resolve_orthogonalizer
 from dynamics.optim.partition import fan_in_out, matrix_optimizer, to_matrices
-from dynamics.optim.registry import OPTIMIZERS
 
 NORMS = ("spectral", "sign", "column", "row")
 
@@ -100,11 +100,11 @@ def scale_by_scion(
             return math.sqrt(fan_out / fan_in) * orth(d)
         if norm == "sign":
             return jnp.sign(d)
-        d = d.astype(accum_dtype(d.dtype))
+        d = d.astype(accumulation_dtype(d.dtype))
         return _normalize_lines(d, axis=-2 if norm == "column" else -1)
 
     def init_fn(params):
-        return MuonState(count=jnp.zeros([], jnp.int32), mu=_init_momentum(params, mu_dtype))
+        return MuonState(count=jnp.zeros([], jnp.int32), mu=init_momentum(params, mu_dtype))
 
     def update_fn(updates, state, params=None):
         del params
@@ -115,7 +115,7 @@ def scale_by_scion(
             d = to_matrices(m.astype(g.dtype), batch_ndim)
             return (radius * direction(d, g.shape)).reshape(g.shape).astype(g.dtype), m
 
-        new_updates, mu = _split(updates, jax.tree.map(leaf, updates, state.mu), 2)
+        new_updates, mu = split_tree(updates, jax.tree.map(leaf, updates, state.mu), 2)
         return new_updates, MuonState(count=count, mu=mu)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -179,6 +179,3 @@ def scion(
         adam_eps=adam_eps,
         adam_weight_decay=adam_weight_decay,
     )
-
-
-OPTIMIZERS.register("scion", scion)

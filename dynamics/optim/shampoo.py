@@ -44,8 +44,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim import kronecker as kr
-from dynamics.optim.registry import OPTIMIZERS
+from dynamics.optim import kronecker_factors as kr
+from dynamics.optim.common import accumulation_dtype
 
 GRAFTS = ("adam", "sgd", "none")
 
@@ -77,11 +77,6 @@ def _ema(old, new, decay):
     """
     weight = jnp.where(decay == 1.0, 1.0, 1.0 - decay)
     return (decay * old + weight * new).astype(old.dtype)
-
-
-def _factor_dtype(dtype):
-    """Kronecker factors are kept in at least float32: ``eigh`` has no bfloat16 kernel."""
-    return jnp.promote_types(dtype, jnp.float32)
 
 
 def _block_norms(x: jax.Array) -> jax.Array:
@@ -133,7 +128,7 @@ def scale_by_shampoo(
         for p in leaves:
             axes, blocks = layout(p.shape)
             n = math.prod(-(-d // b) for d, b in zip(p.shape, blocks, strict=True))
-            dtype = _factor_dtype(p.dtype)
+            dtype = accumulation_dtype(p.dtype)
             stats.append(
                 tuple(
                     jnp.zeros((n, b, b), dtype) if u else None
@@ -175,7 +170,7 @@ def scale_by_shampoo(
             if not any(axes):
                 new_stats.append(leaf)
                 continue
-            gb = kr.to_blocks(g.astype(_factor_dtype(g.dtype)), blocks)
+            gb = kr.to_blocks(g.astype(accumulation_dtype(g.dtype)), blocks)
             grams = jax.vmap(lambda x, axes=axes: kr.gram_matrices(x, axes))(gb)
             new_stats.append(
                 tuple(
@@ -194,7 +189,7 @@ def scale_by_shampoo(
         )
 
         nu = jax.tree.map(
-            lambda v, g: _ema(v, jnp.square(g.astype(_factor_dtype(g.dtype))), b2),
+            lambda v, g: _ema(v, jnp.square(g.astype(accumulation_dtype(g.dtype))), b2),
             state.nu,
             updates,
         )
@@ -203,7 +198,7 @@ def scale_by_shampoo(
 
         directions = []
         for g, v, roots in zip(leaves, jax.tree.leaves(nu), roots_leaves, strict=True):
-            g = g.astype(_factor_dtype(g.dtype))
+            g = g.astype(accumulation_dtype(g.dtype))
             adam = g / (jnp.sqrt(v / bc2) + eps)
             axes, blocks = layout(g.shape)
             if not any(axes):
@@ -273,6 +268,3 @@ def shampoo(
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
-
-
-OPTIMIZERS.register("shampoo", shampoo)

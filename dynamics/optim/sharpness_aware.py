@@ -16,9 +16,9 @@ taken over the whole parameter tree, and ``s = sign(L(w) - b)`` under flooding a
 
 * SAM (Foret et al. 2021): ``alpha = 1``, ``d = g / ||g||``; rho 0.05-0.1.
 * ASAM (Kwon et al. 2021): ``alpha = 1``, ``T = |w| + eta``; rho 0.5, eta 0.01 in the reference.
-  The paper's ``T_w`` scales every parameter (``adaptive_mask=None``, the default); the reference
-  code scales only tensors named ``weight`` and leaves biases at ``T = 1``, which
-  ``adaptive_mask="matrices"`` reproduces for models whose only vectors are biases.
+  The reference code scales only tensors named ``weight`` and leaves biases at ``T = 1``, which
+  the default ``adaptive_mask="matrices"`` reproduces for models whose only vectors are biases;
+  ``adaptive_mask="all"`` scales every parameter, as the paper's ``T_w`` is written.
 * Finite-difference gradient regularization: the gradient of ``L + lambda ||grad L||`` is
   ``g + lambda H g / ||g||``; the forward difference of ``grad L`` along ``d = g / ||g||`` with
   step ``r`` turns it into the formula above with ``alpha = lambda / r`` (the gradient norm
@@ -34,34 +34,51 @@ taken over the whole parameter tree, and ``s = sign(L(w) - b)`` under flooding a
 
 The perturbed gradient comes from the keyword extra argument ``grad_fn(params) -> grads`` (the
 gradient of the current batch's loss), so the transform is a
-:class:`optax.GradientTransformationExtraArgs` that chains before any base optimizer. It costs one
-extra gradient per step (none when ``alpha = 0``), keeps no state and no copy of the parameters.
+:class:`optax.GradientTransformationExtraArgs` that chains before any base optimizer
+(:func:`sam` and its relatives take that optimizer as a transform, as ``optax.contrib.sam``
+does). It costs one extra gradient per step (none when ``alpha = 0``) and keeps no copy of the
+parameters; its state :class:`SharpnessAwareState` holds the norm ``||rho d||`` of the last
+perturbation, for the runner to log.
 
 Example:
   >>> import jax, jax.numpy as jnp, optax
   >>> loss = lambda w: 0.5 * jnp.sum(jnp.array([1.0, 10.0]) * w**2)
-  >>> tx = sam(learning_rate=0.1, rho=0.05, base="momentum")
+  >>> tx = sam(optax.sgd(0.1, momentum=0.9), rho=0.05)
   >>> w = jnp.array([1.0, 1.0])
   >>> state = tx.init(w)
   >>> updates, state = tx.update(jax.grad(loss)(w), state, w, grad_fn=jax.grad(loss))
   >>> w = optax.apply_updates(w, updates)
+  >>> round(float(state[0].perturbation_norm), 6)
+  0.05
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim.registry import FILTERS, OPTIMIZERS
-from dynamics.registry import ConfigError
+from dynamics.optim.common import accumulation_dtype
 
 _NO_PARAMS = "sharpness-aware rules need the parameters: call update(grads, state, params, ...)"
+ADAPTIVE_MASKS = ("all", "matrices")
 
 AdaptiveMask = None | str | Any | Callable[[optax.Params], Any]
+
+
+class SharpnessAwareState(NamedTuple):
+    """State of :func:`scale_by_sharpness_aware` and its relatives.
+
+    Attributes:
+      perturbation_norm: ``||rho d||`` over the whole tree of the last perturbation ``e = rho d``
+        (0 before the first update and when ``alpha == 0``), a scalar in at least float32.
+    """
+
+    perturbation_norm: chex.Array
 
 
 def _is_number(x, value: float) -> bool:
@@ -70,15 +87,24 @@ def _is_number(x, value: float) -> bool:
 
 def _resolve_mask(adaptive_mask: AdaptiveMask, params: optax.Params):
     """Returns a tree of Python bools: True where ASAM scales by ``|w| + eta``."""
-    if adaptive_mask is None:
+    if adaptive_mask is None or adaptive_mask == "all":
         return jax.tree.map(lambda _: True, params)
-    if isinstance(adaptive_mask, str):
-        if adaptive_mask != "matrices":
-            raise ValueError(
-                f"adaptive_mask: None, 'matrices', a tree or a callable, not {adaptive_mask!r}"
-            )
+    if adaptive_mask == "matrices":
         return jax.tree.map(lambda w: w.ndim > 1, params)
     return adaptive_mask(params) if callable(adaptive_mask) else adaptive_mask
+
+
+def _check_mask(adaptive_mask: AdaptiveMask) -> None:
+    if isinstance(adaptive_mask, str) and adaptive_mask not in ADAPTIVE_MASKS:
+        raise ValueError(
+            f"unknown adaptive_mask {adaptive_mask!r}; choices: {', '.join(ADAPTIVE_MASKS)}, "
+            "None (all), a tree of bools or a callable"
+        )
+
+
+def _norm_dtype(params: optax.Params):
+    leaves = jax.tree.leaves(params)
+    return accumulation_dtype(jnp.result_type(*leaves) if leaves else jnp.float32)
 
 
 def scale_by_sharpness_aware(
@@ -101,26 +127,27 @@ def scale_by_sharpness_aware(
       normalize: divide the direction by ``||T g|| + eps`` (SAM); False gives ``d = T^2 g``.
       adaptive: ASAM's ``T = |w| + eta``; False gives ``T = 1``.
       eta: ASAM's offset, which keeps zero weights perturbable.
-      adaptive_mask: which leaves ASAM scales (the others keep ``T = 1``): None for all,
-        ``"matrices"`` for leaves with ``ndim > 1``, a tree of bools, or a callable
+      adaptive_mask: which leaves ASAM scales (the others keep ``T = 1``): None or ``"all"`` for
+        all, ``"matrices"`` for leaves with ``ndim > 1``, a tree of bools, or a callable
         ``params -> tree of bools``.
       flood_level: flooding level ``b``; then ``update`` needs ``loss=`` (the loss at ``params``).
       eps: added to the norm, so a zero gradient gives a zero perturbation, not NaN.
 
     Returns:
-      A stateless :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes
-      ``grad_fn=`` (required unless ``alpha == 0``) and ``loss=`` (required with flooding).
+      A :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes ``grad_fn=``
+      (required unless ``alpha == 0``) and ``loss=`` (required with flooding); its state is a
+      :class:`SharpnessAwareState`.
     """
+    _check_mask(adaptive_mask)
 
     def init_fn(params):
-        del params
-        return optax.EmptyState()
+        return SharpnessAwareState(perturbation_norm=jnp.zeros([], _norm_dtype(params)))
 
     def update_fn(updates, state, params=None, *, grad_fn=None, loss=None, **extra_args):
         del extra_args
         if flood_level is not None and loss is None:
             raise ValueError("flooding needs the current loss: call update(..., loss=L(params))")
-        out = updates
+        out, norm = updates, jnp.zeros_like(state.perturbation_norm)
         # alpha is an array under optax.inject_hyperparams: only a Python 0 or 1 takes a shortcut.
         if not _is_number(alpha, 0):
             if grad_fn is None:
@@ -140,9 +167,9 @@ def scale_by_sharpness_aware(
                 tg = jax.tree.map(by_t, updates, params, mask)
                 direction = jax.tree.map(by_t, tg, params, mask)
             factor = rho / (optax.tree.norm(tg) + eps) if normalize else rho
-            perturbed = jax.tree.map(
-                lambda w, d: w + (factor * d).astype(w.dtype), params, direction
-            )
+            perturbation = jax.tree.map(lambda d: factor * d, direction)
+            norm = optax.tree.norm(perturbation).astype(norm.dtype)
+            perturbed = jax.tree.map(lambda w, e: w + e.astype(w.dtype), params, perturbation)
             adversarial = grad_fn(perturbed)
             if _is_number(alpha, 1):
                 out = adversarial
@@ -151,12 +178,11 @@ def scale_by_sharpness_aware(
         if flood_level is not None:
             sign = jnp.where(loss < flood_level, -1.0, 1.0)
             out = jax.tree.map(lambda u: sign.astype(u.dtype) * u, out)
-        return out, state
+        return out, SharpnessAwareState(perturbation_norm=norm)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-@FILTERS.register("sam")
 def scale_by_sam(
     *,
     rho: float = 0.05,
@@ -170,17 +196,20 @@ def scale_by_sam(
     )
 
 
-@FILTERS.register("asam")
 def scale_by_asam(
     *,
     rho: float = 0.5,
     eta: float = 0.01,
     normalize: bool = True,
-    adaptive_mask: AdaptiveMask = None,
+    adaptive_mask: AdaptiveMask = "matrices",
     flood_level: float | None = None,
     eps: float = 1e-12,
 ) -> optax.GradientTransformationExtraArgs:
-    """ASAM's gradient ``grad L(w + rho T^2 g / ||T g||)`` with ``T = |w| + eta``."""
+    """ASAM's gradient ``grad L(w + rho T^2 g / ||T g||)`` with ``T = |w| + eta``.
+
+    ``adaptive_mask="matrices"`` (the reference code's behaviour: only weight tensors are
+    scaled, biases keep ``T = 1``); ``"all"`` scales every leaf.
+    """
     return scale_by_sharpness_aware(
         rho=rho,
         alpha=1.0,
@@ -193,7 +222,6 @@ def scale_by_asam(
     )
 
 
-@FILTERS.register("gradient_norm_regularization")
 def scale_by_gradient_norm_regularization(
     *,
     strength: float = 0.01,
@@ -209,7 +237,7 @@ def scale_by_gradient_norm_regularization(
     (Karakida et al. 2023's forward finite-difference GR, F-GR).
     """
     if isinstance(radius, int | float) and radius <= 0:
-        raise ConfigError(f"gradient_norm_regularization needs radius > 0, got {radius}")
+        raise ValueError(f"gradient_norm_regularization needs radius > 0, got {radius}")
     return scale_by_sharpness_aware(
         rho=radius,
         alpha=strength / radius,
@@ -219,66 +247,44 @@ def scale_by_gradient_norm_regularization(
     )
 
 
-FILTERS.register("sharpness_aware", scale_by_sharpness_aware)
-
-
-def _on_base(
-    transform: optax.GradientTransformationExtraArgs,
-    learning_rate,
-    base: str | Mapping[str, Any],
-) -> optax.GradientTransformationExtraArgs:
-    """Chains ``transform`` before the registered optimizer ``base`` (a name or ``{name, ...}``)."""
-    if isinstance(base, str):
-        name, kwargs = base, {}
-    else:
-        kwargs = dict(base)
-        if "name" not in kwargs:
-            raise ConfigError(f"optimizer.base needs a name; valid choices: {OPTIMIZERS.names()}")
-        name = kwargs.pop("name")
-    if "learning_rate" in kwargs:
-        raise ConfigError("optimizer.base.learning_rate: set optimizer.learning_rate instead")
-    base_tx = OPTIMIZERS.build(name, {"learning_rate": learning_rate, **kwargs}, "optimizer.base")
-    return optax.chain(transform, base_tx)
-
-
-@OPTIMIZERS.register("sam")
 def sam(
-    learning_rate,
+    base_optimizer: optax.GradientTransformation,
     *,
     rho: float = 0.05,
-    base: str | Mapping[str, Any] = "sgd",
     normalize: bool = True,
     flood_level: float | None = None,
     eps: float = 1e-12,
 ) -> optax.GradientTransformationExtraArgs:
-    """SAM (Foret et al. 2021) before a base optimizer: ``base`` steps with ``grad L(w + e)``.
+    """SAM (Foret et al. 2021): ``base_optimizer`` steps with ``grad L(w + e)``, as
+    ``optax.contrib.sam`` takes its outer optimizer.
 
     Args:
-      learning_rate: the base optimizer's learning rate (float or schedule).
+      base_optimizer: the optax transform that consumes the perturbed gradient (it carries the
+        learning rate and any weight decay).
       rho: perturbation radius.
-      base: a registered optimizer name, or a mapping ``{"name": ..., **its kwargs}`` (in a config,
-        ``optimizer.base.name`` and ``optimizer.base.<kwarg>``); weight decay belongs there.
       normalize: False gives unnormalized SAM, ``e = rho g``.
       flood_level: optional flooding level (``update`` then needs ``loss=``).
       eps: added to ``||g||``.
+
+    Returns:
+      ``chain(scale_by_sam(...), base_optimizer)``; its state's first entry is the
+      :class:`SharpnessAwareState`.
     """
     tx = scale_by_sam(rho=rho, normalize=normalize, flood_level=flood_level, eps=eps)
-    return _on_base(tx, learning_rate, base)
+    return optax.chain(tx, base_optimizer)
 
 
-@OPTIMIZERS.register("asam")
 def asam(
-    learning_rate,
+    base_optimizer: optax.GradientTransformation,
     *,
     rho: float = 0.5,
     eta: float = 0.01,
-    base: str | Mapping[str, Any] = "sgd",
     normalize: bool = True,
-    adaptive_mask: AdaptiveMask = None,
+    adaptive_mask: AdaptiveMask = "matrices",
     flood_level: float | None = None,
     eps: float = 1e-12,
 ) -> optax.GradientTransformationExtraArgs:
-    """ASAM (Kwon et al. 2021) before a base optimizer: :func:`scale_by_asam`, :func:`sam`."""
+    """ASAM (Kwon et al. 2021) before ``base_optimizer``: :func:`scale_by_asam`, :func:`sam`."""
     tx = scale_by_asam(
         rho=rho,
         eta=eta,
@@ -287,21 +293,19 @@ def asam(
         flood_level=flood_level,
         eps=eps,
     )
-    return _on_base(tx, learning_rate, base)
+    return optax.chain(tx, base_optimizer)
 
 
-@OPTIMIZERS.register("gradient_norm_regularization")
 def gradient_norm_regularization(
-    learning_rate,
+    base_optimizer: optax.GradientTransformation,
     *,
     strength: float = 0.01,
     radius: float = 0.05,
-    base: str | Mapping[str, Any] = "sgd",
     normalize: bool = True,
     flood_level: float | None = None,
     eps: float = 1e-12,
 ) -> optax.GradientTransformationExtraArgs:
-    """Finite-difference gradient-norm regularization before a base optimizer.
+    """Finite-difference gradient-norm regularization before ``base_optimizer``.
 
     See :func:`scale_by_gradient_norm_regularization` and :func:`sam`.
     """
@@ -312,4 +316,4 @@ def gradient_norm_regularization(
         flood_level=flood_level,
         eps=eps,
     )
-    return _on_base(tx, learning_rate, base)
+    return optax.chain(tx, base_optimizer)

@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim import kronecker as kr
-from dynamics.optim.registry import OPTIMIZERS
+from dynamics.optim import kronecker_factors as kr
+from dynamics.optim.common import accumulation_dtype
 
 
 class SoapState(NamedTuple):
@@ -65,11 +65,6 @@ class SoapState(NamedTuple):
     nu: optax.Updates
     stats: chex.ArrayTree
     basis: chex.ArrayTree
-
-
-def _factor_dtype(dtype):
-    """Statistics and bases are kept in at least float32: ``eigh`` and ``qr`` need it."""
-    return jnp.promote_types(dtype, jnp.float32)
 
 
 def _qr_refresh(stat, q, nu, axis):
@@ -116,7 +111,7 @@ def scale_by_soap(
         leaves, treedef = jax.tree.flatten(params)
         stats, basis = [], []
         for p in leaves:
-            axes, dtype = axes_of(p.shape), _factor_dtype(p.dtype)
+            axes, dtype = axes_of(p.shape), accumulation_dtype(p.dtype)
             stats.append(
                 tuple(
                     jnp.zeros((d, d), dtype) if u else None
@@ -140,7 +135,7 @@ def scale_by_soap(
     def new_stats(leaves, stats_leaves):
         out = []
         for g, leaf in zip(leaves, stats_leaves, strict=True):
-            grams = kr.gram_matrices(g.astype(_factor_dtype(g.dtype)), axes_of(g.shape))
+            grams = kr.gram_matrices(g.astype(accumulation_dtype(g.dtype)), axes_of(g.shape))
             out.append(
                 tuple(
                     None if s is None else (sb * s + (1.0 - sb) * c).astype(s.dtype)
@@ -165,7 +160,7 @@ def scale_by_soap(
         leaves, treedef = jax.tree.flatten(updates)
         basis = treedef.flatten_up_to(state.basis)
         rotated = [
-            kr.mode_product(g.astype(_factor_dtype(g.dtype)), q, transpose=True)
+            kr.mode_product(g.astype(accumulation_dtype(g.dtype)), q, transpose=True)
             for g, q in zip(leaves, basis, strict=True)
         ]
         mu = [
@@ -184,7 +179,7 @@ def scale_by_soap(
         else:
             steps = [jnp.sign(m) for m in mu]
         out = [
-            kr.mode_product(s.astype(_factor_dtype(g.dtype)), q).astype(g.dtype)
+            kr.mode_product(s.astype(accumulation_dtype(g.dtype)), q).astype(g.dtype)
             for s, q, g in zip(steps, basis, leaves, strict=True)
         ]
         stats = new_stats(leaves, treedef.flatten_up_to(state.stats))
@@ -194,7 +189,7 @@ def scale_by_soap(
             new_basis, new_mu, new_nu = [], [], []
             for leaf_stats, qs, m, v in zip(stats, basis, mu, nu, strict=True):
                 dtype = m.dtype
-                m = kr.mode_product(m.astype(_factor_dtype(dtype)), qs)
+                m = kr.mode_product(m.astype(accumulation_dtype(dtype)), qs)
                 qs = list(qs)
                 for axis, s in enumerate(leaf_stats):
                     if s is not None:
@@ -257,6 +252,3 @@ def soap(
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
-
-
-OPTIMIZERS.register("soap", soap)

@@ -44,8 +44,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim import kronecker as kr
-from dynamics.optim.registry import OPTIMIZERS
+from dynamics.optim import kronecker_factors as kr
+from dynamics.optim.common import accumulation_dtype
 
 
 class SPlusState(NamedTuple):
@@ -95,7 +95,7 @@ def scale_by_splus(
         leaves, treedef = jax.tree.flatten(params)
         stats, basis = [], []
         for p in leaves:
-            dtype = jnp.promote_types(p.dtype, jnp.float32)
+            dtype = accumulation_dtype(p.dtype)
             sides = p.shape if p.ndim == 2 else ()
             stats.append(tuple(jnp.zeros((d, d), dtype) if d <= max_dim else None for d in sides))
             basis.append(tuple(jnp.eye(d, dtype=dtype) if d <= max_dim else None for d in sides))
@@ -120,7 +120,7 @@ def scale_by_splus(
         basis = treedef.flatten_up_to(state.basis)
         out = []
         for m, qs, g in zip(mu, basis, leaves, strict=True):
-            m = m.astype(jnp.promote_types(m.dtype, jnp.float32))
+            m = m.astype(accumulation_dtype(m.dtype))
             if qs:
                 u = kr.mode_product(jnp.sign(kr.mode_product(m, qs, transpose=True)), qs)
             else:
@@ -130,7 +130,7 @@ def scale_by_splus(
 
         stats = []
         for g, leaf in zip(leaves, treedef.flatten_up_to(state.stats), strict=True):
-            g = g.astype(jnp.promote_types(g.dtype, jnp.float32))
+            g = g.astype(accumulation_dtype(g.dtype))
             grams = (g @ g.T, g.T @ g) if leaf else ()
             stats.append(
                 tuple(
@@ -210,6 +210,3 @@ def splus(
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
-
-
-OPTIMIZERS.register("splus", splus)

@@ -297,6 +297,8 @@ def _train(run, workdir, resume, start_time, is_main, progress):
         mesh=mesh,
         config=config,
     )
+    for probe in run.probes.values():
+        probe.setup(ctx)
     probe_states = {name: p.init(ctx, params) for name, p in run.probes.items()}
 
     ckpt = checkpoint.Checkpoints((workdir / "checkpoints").absolute(), config.keep_checkpoints)

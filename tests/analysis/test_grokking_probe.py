@@ -36,6 +36,7 @@ def test_probe_metrics_match_numpy():
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     ctx = ProbeContext(loss_fn, apply_fn, per_example, batch, None, 3, None, None, None, None)
     probe = PROBES.build("grokking", {"every": 1})
+    probe.setup(ctx)
     metrics, _ = probe(ctx, 0, {"w": jnp.asarray(w)}, None, {})
 
     z = x.astype(np.float64) @ w

@@ -9,11 +9,10 @@ import numpy as np
 import optax
 import pytest
 
-from dynamics.optim.registry import OPTIMIZERS
+from dynamics.optim.registry import OPTIMIZERS, sharpness_threshold
 from dynamics.registry import ConfigError
 from dynamics.train.config import base_config
 from dynamics.train.probes import PROBES, ProbeContext
-from dynamics.train.probes.curvature import sharpness_threshold
 
 
 def _config(name, **optimizer):
@@ -46,6 +45,13 @@ def _context(problem, config):
     )
 
 
+def _built(name, kwargs, ctx):
+    """The probe ``name`` as the loop makes it: built from its config entry, then set up."""
+    probe = PROBES.build(name, kwargs)
+    probe.setup(ctx)
+    return probe
+
+
 def _params32(problem):
     return jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), problem.params)
 
@@ -67,8 +73,10 @@ def test_sharpness_probe_on_a_subset_with_warm_start(mlp):
     config = _config("sgd")
     ctx = _context(mlp, config)
     params = _params32(mlp)
-    probe = PROBES.build(
-        "sharpness", {"every": 5, "k": 2, "num_iters": 30, "num_examples": 16, "microbatch_size": 8}
+    probe = _built(
+        "sharpness",
+        {"every": 5, "k": 2, "num_iters": 30, "num_examples": 16, "microbatch_size": 8},
+        ctx,
     )
     state = probe.init(ctx, params)
     metrics, state = probe(ctx, 0, params, None, state)
@@ -97,7 +105,7 @@ def test_sharpness_probe_on_a_subset_with_warm_start(mlp):
     ],
 )
 def test_sharpness_threshold_from_config(config, expected):
-    threshold = sharpness_threshold(config, 0.1)
+    threshold = sharpness_threshold(config.optimizer, 0.1)
     if expected is None:
         assert threshold is None
     else:
@@ -109,9 +117,9 @@ def test_sharpness_threshold_with_unnormalized_sam_filter():
     config.optimizer.filter = ml_collections.ConfigDict(
         {"name": "sam", "rho": 0.1, "normalize": False}
     )
-    assert sharpness_threshold(config, 0.2) == pytest.approx((np.sqrt(5.0) - 1) / 0.2)
+    assert sharpness_threshold(config.optimizer, 0.2) == pytest.approx((np.sqrt(5.0) - 1) / 0.2)
     config.optimizer.filter = ml_collections.ConfigDict({"name": "grokfast_ema"})
-    assert sharpness_threshold(config, 0.2) is None
+    assert sharpness_threshold(config.optimizer, 0.2) is None
 
 
 def test_preconditioned_sharpness_probe_with_adam(mlp):
@@ -123,7 +131,7 @@ def test_preconditioned_sharpness_probe_with_adam(mlp):
         g = jax.grad(mlp.loss_fn)(params, ctx.train)
         updates, opt_state = ctx.tx.update(g, opt_state, params)
         params = optax.apply_updates(params, updates)
-    probe = PROBES.build("preconditioned_sharpness", {"every": 1, "num_iters": 40})
+    probe = _built("preconditioned_sharpness", {"every": 1, "num_iters": 40}, ctx)
     metrics, _ = probe(ctx, 3, params, opt_state, probe.init(ctx, params))
     nu = jax.tree.map(np.asarray, opt_state[1][0].nu)
     p = np.concatenate([np.ravel(np.sqrt(x / (1 - 0.99**3)) + 1e-3) for x in jax.tree.leaves(nu)])
@@ -158,7 +166,7 @@ def test_step_stability_probe_for_gd(mlp):
     ctx = _context(mlp, _config("sgd", learning_rate=0.5))
     ctx = ProbeContext(**{**ctx.__dict__, "learning_rate": optax.constant_schedule(0.5)})
     params = _params32(mlp)
-    probe = PROBES.build("step_stability", {"every": 1, "num_iters": 51})
+    probe = _built("step_stability", {"every": 1, "num_iters": 51}, ctx)
     metrics, _ = probe(ctx, 0, params, ctx.tx.init(params), {})
     lam = np.linalg.eigvalsh(_dense(mlp, params))
     assert metrics["step_stability"] == pytest.approx(np.max(np.abs(1 - 0.5 * lam)), rel=1e-4)
@@ -175,7 +183,7 @@ def test_gradient_overlap_trace_and_density_probes(mlp):
     top = u[:, ::-1][:, :3]
     expected = np.sum((top.T @ g) ** 2) / np.sum(g**2)
 
-    overlap = PROBES.build("gradient_overlap", {"every": 1, "k": 3, "num_iters": 51})
+    overlap = _built("gradient_overlap", {"every": 1, "k": 3, "num_iters": 51}, ctx)
     metrics, state = overlap(ctx, 0, params, ctx.tx.init(params), overlap.init(ctx, params))
     assert metrics["gradient_overlap"] == pytest.approx(expected, abs=1e-4)
     # For SGD the update is -lr g: the same direction.
@@ -186,12 +194,12 @@ def test_gradient_overlap_trace_and_density_probes(mlp):
     assert metrics["eigenspace_overlap"] == pytest.approx(1.0, abs=1e-4)
     assert metrics["gradient_overlap"] == pytest.approx(expected, abs=1e-4)
 
-    trace = PROBES.build("hessian_trace", {"every": 1, "num_probes": 30})
+    trace = _built("hessian_trace", {"every": 1, "num_probes": 30}, ctx)
     metrics, _ = trace(ctx, 0, params, None, {})
     assert abs(metrics["hessian_trace"] - np.trace(h)) < 3 * metrics["hessian_trace_stderr"]
 
-    density = PROBES.build(
-        "spectral_density", {"every": 4, "steps": (10, 3), "num_points": 64, "num_iters": 20}
+    density = _built(
+        "spectral_density", {"every": 4, "steps": (10, 3), "num_points": 64, "num_iters": 20}, ctx
     )
     # With steps, exactly those steps (not multiples of every), and the loop is told the next one.
     assert [t for t in range(13) if density.due(t)] == [3, 10]
@@ -200,3 +208,30 @@ def test_gradient_overlap_trace_and_density_probes(mlp):
     metrics, _ = density(ctx, 10, params, None, {})
     assert len(metrics["spectral_density_grid"]) == len(metrics["spectral_density"]) == 64
     assert np.max(metrics["spectral_density_nodes"]) == pytest.approx(lam[-1], rel=1e-4)
+
+
+def test_probe_names_salt_their_random_streams():
+    """Every registered probe carries its registry name, and its key is crc32(name)-salted."""
+    import zlib
+
+    from dynamics.train.probes.base import probe_key
+
+    config = base_config()
+    config.seed = 3
+    ctx = ProbeContext(*([None] * 9), config=config)
+    keys = {}
+    for name in PROBES.names():
+        fn = PROBES.get(name)
+        probe = fn(every=1)
+        assert probe.name == name
+        key = jax.random.key_data(probe.key(ctx, 7))
+        expected = jax.random.fold_in(
+            jax.random.fold_in(jax.random.key(3), zlib.crc32(name.encode())), 7
+        )
+        np.testing.assert_array_equal(key, jax.random.key_data(expected))
+        keys[name] = tuple(np.asarray(key).tolist())
+    assert len(set(keys.values())) == len(keys)
+    np.testing.assert_array_equal(
+        jax.random.key_data(probe_key(3, "sharpness", 7)),
+        jax.random.key_data(PROBES.get("sharpness")(every=1).key(ctx, 7)),
+    )

@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from dynamics.optim import kronecker as kr
-from dynamics.optim.kron import _balance, scale_by_kron, update_probability
+from dynamics.optim import kronecker_factors as kr
+from dynamics.optim.psgd_kron import _balance, scale_by_kron, update_probability
 from dynamics.optim.shampoo import scale_by_shampoo, shampoo
 from dynamics.optim.soap import scale_by_soap, soap
 from dynamics.optim.splus import scale_by_splus, splus, splus_eval_params
@@ -241,7 +241,7 @@ def _np_norm_lower_bound(s):
 
 
 def _np_kron(grads, b1, lr_p, seed, shape):
-    """Li's Kron update (whitening form), with the RNG contract of ``dynamics.optim.kron``."""
+    """Li's Kron update (whitening form), with the RNG contract of ``dynamics.optim.psgd_kron``."""
     q1, q2, qb = np.eye(shape[0]), np.eye(shape[1]), np.ones(shape[1])
     m = {"w": np.zeros(shape), "b": np.zeros(shape[1])}
     key = jax.random.PRNGKey(seed)

@@ -35,6 +35,7 @@ def test_evaluation_and_weight_norms_match_numpy(batch_size):
         )  # fmt: skip
         kwargs = {"every": 5} if batch_size is None else {"every": 5, "batch_size": batch_size}
         evaluation = PROBES.build("evaluation", kwargs)
+        evaluation.setup(ctx)
         metrics, state = evaluation(ctx, 0, params, None, evaluation.init(ctx, params))
         norms, _ = PROBES.build("weight_norms", {"every": 5})(ctx, 0, params, None, {})
     assert state == {}

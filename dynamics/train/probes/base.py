@@ -1,10 +1,15 @@
 """The probe interface: "every N steps, compute f(state, data) -> metrics".
 
 A probe is built from its config entry (``config.probes.<name> = dict(every=N, ...)``) by the
-``PROBES`` registry and called by the training loop on the host between jitted steps. Probes keep
-their jitted functions on ``self`` and may carry a state (for example the eigenvectors that warm
+``PROBES`` registry; once the run's :class:`ProbeContext` exists, the training loop calls
+``setup(ctx)`` once, where the probe builds its jitted functions, and then calls the probe on
+the host between jitted steps. A probe may carry a state (for example the eigenvectors that warm
 start the next Lanczos run); that state is a pytree of arrays saved in every checkpoint, so a
 resumed run computes exactly the metrics an uninterrupted one would.
+
+A probe's random stream is salted by its registry name (``name``, a class attribute equal to the
+name it is registered under): :func:`probe_key` folds ``zlib.crc32(name)`` and the step into the
+run's seed, so renaming a class changes nothing and two probes never share a stream.
 
 Metric names are flat strings. A metric ``X`` logged together with ``X_threshold`` is plotted
 against that threshold (e.g. ``sharpness`` and ``sharpness_threshold`` = 2/lr for GD).
@@ -13,9 +18,11 @@ against that threshold (e.g. ``sharpness`` and ``sharpness_threshold`` = 2/lr fo
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import ml_collections
 
 from dynamics.registry import Registry
@@ -52,8 +59,29 @@ class ProbeContext:
     config: ml_collections.ConfigDict
 
 
+def probe_key(seed: int, name: str, step: int) -> jax.Array:
+    """The PRNG key of probe ``name`` at ``step``: ``fold_in(fold_in(key(seed), crc32(name)),
+    step)``, a pure function of the three, stable across Python processes and class renames.
+
+    Example:
+      >>> import jax
+      >>> a, b = probe_key(0, "sharpness", 5), probe_key(0, "hessian_trace", 5)
+      >>> bool((jax.random.key_data(a) != jax.random.key_data(b)).any())
+      True
+    """
+    salt = zlib.crc32(name.encode())
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), salt), step)
+
+
 class Probe:
-    """Base class: subclasses implement ``__call__`` and, when they carry state, ``init``."""
+    """Base class: subclasses implement ``__call__`` and, as needed, ``setup`` and ``init``.
+
+    Attributes:
+      name: the registry name (salts the probe's random stream, :func:`probe_key`).
+      every: steps between two calls.
+    """
+
+    name: str = ""
 
     def __init__(self, every: int):
         if every <= 0:
@@ -72,6 +100,17 @@ class Probe:
         """Raises ``ConfigError`` when the probe cannot run with this config (before any file is
         written); the default accepts every config."""
         del config
+
+    def setup(self, ctx: ProbeContext) -> None:
+        """Builds what the probe computes with (its jitted functions) from the run's context;
+        called once, before the first call. The default needs nothing."""
+        del ctx
+
+    def key(self, ctx: ProbeContext, step: int) -> jax.Array:
+        """This probe's PRNG key at ``step`` (:func:`probe_key` of the run's seed and ``name``)."""
+        if not self.name:
+            raise ValueError(f"{type(self).__name__}.name must be its registry name (the key salt)")
+        return probe_key(ctx.config.seed, self.name, step)
 
     def init(self, ctx: ProbeContext, params: Any) -> Any:
         """Returns the probe's initial state (a pytree of arrays; ``{}`` when stateless)."""

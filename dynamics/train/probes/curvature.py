@@ -1,22 +1,24 @@
 """Curvature probes: sharpness, preconditioned sharpness, spectral density, trace, subspace overlap
 and the stability of the optimizer step, computed with :mod:`dynamics.curvature`.
 
-Every probe works on the first ``num_examples`` training examples (None: all of them) and
-accumulates Hessian-vector products over microbatches of ``microbatch_size`` (None: one batch), at
-matmul ``precision`` (``"highest"``: true fp32 on GPUs). Randomness is a pure function of
-``(config.seed, step)``, and warm-start eigenvectors are probe state saved in checkpoints, so a
-resumed run logs the same numbers.
+Every probe builds its jitted functions in ``setup(ctx)`` and works on the first
+``num_examples`` training examples (None: all of them), accumulating Hessian-vector products over
+microbatches of ``microbatch_size`` (None: one batch), at matmul ``precision`` (``"highest"``:
+true fp32 on GPUs). Randomness is a pure function of ``(config.seed, probe name, step)``, and
+warm-start eigenvectors are probe state saved in checkpoints, so a resumed run logs the same
+numbers.
 
 * ``sharpness(every, k=2, num_iters=30, ...)``: top-k Hessian eigenvalues ``sharpness``,
   ``sharpness_2``, ..., their residuals ``sharpness_residual``, ``sharpness_2_residual``, ..., and
-  ``sharpness_threshold`` from the optimizer config when a linear-stability threshold is known:
-  GD 2/lr, heavy ball (2 + 2b)/lr, Nesterov (2 + 2b)/(lr (1 + 2b)), unnormalized SAM
-  (sqrt(1 + 8 rho/lr) - 1)/(2 rho) (on plain GD, no filter or constraint). Warm-started from the
-  previous eigenvectors.
+  ``sharpness_threshold`` when the optimizer's row in :data:`dynamics.optim.registry.TABLE` has a
+  linear-stability threshold (GD 2/lr, heavy ball (2 + 2b)/lr, Nesterov (2 + 2b)/(lr (1 + 2b)),
+  unnormalized SAM on plain GD (sqrt(1 + 8 rho/lr) - 1)/(2 rho)). Warm-started from the previous
+  eigenvectors.
 * ``preconditioned_sharpness(every, k=1, ...)``: top eigenvalues of P^-1/2 H P^-1/2 with P read
-  from the optimizer state (Adam/AdamW: bias-corrected sqrt(nu) + eps; RMSProp: optax's
-  sqrt(nu + eps)), and ``preconditioned_sharpness_threshold`` = (2 + 2 b1)/((1 - b1) lr) for the
-  Adam family, 2/lr for RMSProp.
+  from the optimizer state by the optimizer's preconditioner reader in the same table
+  (Adam/AdamW: bias-corrected sqrt(nu) + eps; RMSProp: optax's sqrt(nu + eps)), and
+  ``preconditioned_sharpness_threshold`` = (2 + 2 b1)/((1 - b1) lr) for the Adam family, 2/lr
+  for RMSProp.
 * ``spectral_density(every, steps=None, num_probes=4, num_iters=40, num_points=256, ...)``: SLQ
   density as lists ``spectral_density_grid``, ``spectral_density``, plus the raw
   ``spectral_density_nodes`` and ``spectral_density_weights``; with ``steps``, exactly at those
@@ -39,9 +41,7 @@ Example (config):
 
 from __future__ import annotations
 
-import inspect
 import sys
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -50,76 +50,23 @@ from dynamics import curvature
 from dynamics.curvature import tree
 from dynamics.curvature.operators import take
 from dynamics.curvature.trace import ESTIMATORS
-from dynamics.optim.registry import OPTIMIZERS
+from dynamics.optim import registry
 from dynamics.registry import ConfigError
 from dynamics.train.probes.base import PROBES, Probe, ProbeContext
 
-ADAM_FAMILY = ("adam", "adamw")
 MATMUL_PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
 
 
-def optimizer_kwargs(config) -> dict[str, Any]:
-    """The optimizer's keyword arguments: the constructor's defaults updated by the config."""
-    section = config.optimizer
-    fn = OPTIMIZERS.get(section.name, where="optimizer")
-    kwargs = {
-        n: p.default
-        for n, p in inspect.signature(fn).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    reserved = ("name", "learning_rate", "schedule", "filter", "constraint")
-    kwargs.update({k: v for k, v in section.items() if k not in reserved})
-    return kwargs
-
-
-def _is_plain_sgd(base) -> bool:
-    if isinstance(base, str):
-        return base == "sgd"
-    base = dict(base)
-    return base.pop("name", None) == "sgd" and not base
-
-
-def sharpness_threshold(config, learning_rate: float) -> float | None:
-    """The stability threshold on the top Hessian eigenvalue, or None where none is known."""
-    section = config.optimizer
-    filter_name = section.filter.get("name") if "filter" in section else None
-    constraint = section.constraint.get("name") if "constraint" in section else None
-    if constraint is not None:
-        return None
-    kwargs = optimizer_kwargs(config)
-    if filter_name is not None:
-        f = {k: v for k, v in section.filter.items() if k != "name"}
-        if filter_name == "sam" and f.get("normalize") is False and section.name == "sgd":
-            return curvature.unnormalized_sam_threshold(learning_rate, f.get("rho", 0.05))
-        return None
-    if section.name == "sgd":
-        return curvature.gd_threshold(learning_rate)
-    if section.name == "momentum":
-        return curvature.momentum_threshold(learning_rate, kwargs["momentum"])
-    if section.name == "nesterov":
-        return curvature.nesterov_threshold(learning_rate, kwargs["momentum"])
-    if section.name == "sam" and not kwargs["normalize"] and _is_plain_sgd(kwargs["base"]):
-        return curvature.unnormalized_sam_threshold(learning_rate, kwargs["rho"])
-    return None
-
-
-def _adaptive_preconditioner(config):
-    """``(preconditioner(opt_state), threshold(lr))`` of an Adam-family or RMSProp optimizer."""
-    name, kwargs = config.optimizer.name, optimizer_kwargs(config)
-    if name in ADAM_FAMILY:
-        return (
-            lambda s: curvature.adam_preconditioner(s, b2=kwargs["b2"], eps=kwargs["eps"]),
-            lambda lr: curvature.adam_threshold(lr, kwargs["b1"]),
+def _preconditioner(config) -> registry.Preconditioner:
+    """The preconditioner reader of the configured optimizer, or ConfigError naming the rules
+    that have one."""
+    reader = registry.preconditioner(config.optimizer)
+    if reader is None:
+        raise ConfigError(
+            f"probes.preconditioned_sharpness needs optimizer.name in "
+            f"{', '.join(registry.with_preconditioner())}; got {config.optimizer.name!r}"
         )
-    if name == "rmsprop":
-        return (
-            lambda s: curvature.rmsprop_preconditioner(s, eps=kwargs["eps"]),
-            curvature.gd_threshold,
-        )
-    raise ConfigError(
-        f"probes.preconditioned_sharpness needs optimizer.name in "
-        f"{', '.join((*ADAM_FAMILY, 'rmsprop'))}; got {name!r}"
-    )
+    return reader
 
 
 def _check_k(k: int, num_iters: int) -> None:
@@ -140,16 +87,11 @@ class _CurvatureProbe(Probe):
         self.num_examples = num_examples
         self.microbatch_size = microbatch_size
         self.precision = precision
-        self._fn = None
 
     def data(self, ctx: ProbeContext):
         if self.num_examples is None:
             return ctx.train
         return take(ctx.train, self.num_examples)
-
-    def key(self, ctx: ProbeContext, step: int) -> jax.Array:
-        salt = sum(map(ord, type(self).__name__))
-        return jax.random.fold_in(jax.random.fold_in(jax.random.key(ctx.config.seed), salt), step)
 
     def operator_args(self):
         return {"microbatch_size": self.microbatch_size, "precision": self.precision}
@@ -168,19 +110,20 @@ class _EigenProbe(_CurvatureProbe):
         super().__init__(every, num_examples, microbatch_size, precision)
         _check_k(k, num_iters)
         self.k, self.num_iters = k, num_iters
-        self._fns = {}
+        self._fns = None
+
+    def setup(self, ctx):
+        # Compiled at their first call: the cold start once, the warm start from then on.
+        self._fns = {
+            False: jax.jit(lambda p, s, d, key: self.compute(ctx, p, s, d, None, key)),
+            True: jax.jit(lambda p, s, d, init, key: self.compute(ctx, p, s, d, init, key)),
+        }
 
     def init(self, ctx, params):
         return {"eigenvectors": tree.basis_zeros(params, self.k), "valid": jnp.zeros((), bool)}
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
         warm = bool(probe_state["valid"])
-        if warm not in self._fns:
-            if warm:
-                fn = lambda p, s, d, init, key: self.compute(ctx, p, s, d, init, key)  # noqa: E731
-            else:
-                fn = lambda p, s, d, key: self.compute(ctx, p, s, d, None, key)  # noqa: E731
-            self._fns[warm] = jax.jit(fn)
         init = (probe_state["eigenvectors"],) if warm else ()
         metrics, pairs = self._fns[warm](
             params, opt_state, self.data(ctx), *init, self.key(ctx, step)
@@ -211,6 +154,8 @@ def _eigen_metrics(prefix: str, pairs) -> dict[str, jax.Array]:
 
 
 class Sharpness(_EigenProbe):
+    name = "sharpness"
+
     def __init__(
         self,
         every,
@@ -228,13 +173,16 @@ class Sharpness(_EigenProbe):
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
         metrics, state = super().__call__(ctx, step, params, opt_state, probe_state)
-        threshold = sharpness_threshold(ctx.config, float(ctx.learning_rate(step)))
+        lr = float(ctx.learning_rate(step))
+        threshold = registry.sharpness_threshold(ctx.config.optimizer, lr)
         if threshold is not None:
             metrics["sharpness_threshold"] = threshold
         return metrics, state
 
 
 class PreconditionedSharpness(_EigenProbe):
+    name = "preconditioned_sharpness"
+
     def __init__(
         self,
         every,
@@ -246,18 +194,18 @@ class PreconditionedSharpness(_EigenProbe):
     ):
         super().__init__(every, k, num_iters, num_examples, microbatch_size, precision)
 
-    def _preconditioner(self, ctx):
-        return _adaptive_preconditioner(ctx.config)
-
     def check(self, config):
-        _adaptive_preconditioner(config)
+        _preconditioner(config)
+
+    def setup(self, ctx):
+        self.preconditioner = _preconditioner(ctx.config)
+        super().setup(ctx)
 
     def compute(self, ctx, params, opt_state, data, init, key):
-        preconditioner, _ = self._preconditioner(ctx)
         pairs = curvature.preconditioned_sharpness(
             ctx.loss_fn,
             params,
-            preconditioner(opt_state),
+            self.preconditioner.read(opt_state),
             data,
             k=self.k,
             num_iters=self.num_iters,
@@ -269,12 +217,14 @@ class PreconditionedSharpness(_EigenProbe):
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
         metrics, state = super().__call__(ctx, step, params, opt_state, probe_state)
-        _, threshold = self._preconditioner(ctx)
-        metrics["preconditioned_sharpness_threshold"] = threshold(float(ctx.learning_rate(step)))
+        lr = float(ctx.learning_rate(step))
+        metrics["preconditioned_sharpness_threshold"] = self.preconditioner.threshold(lr)
         return metrics, state
 
 
 class SpectralDensity(_CurvatureProbe):
+    name = "spectral_density"
+
     def __init__(
         self,
         every,
@@ -301,13 +251,14 @@ class SpectralDensity(_CurvatureProbe):
             return super().next_due(step)
         return next((s for s in self.steps if s > step), sys.maxsize)
 
-    def __call__(self, ctx, step, params, opt_state, probe_state):
-        if self._fn is None:
-            self._fn = jax.jit(
-                lambda p, d, key: curvature.spectral_density(
-                    ctx.loss_fn, p, d, key=key, **self.options, **self.operator_args()
-                )
+    def setup(self, ctx):
+        self._fn = jax.jit(
+            lambda p, d, key: curvature.spectral_density(
+                ctx.loss_fn, p, d, key=key, **self.options, **self.operator_args()
             )
+        )
+
+    def __call__(self, ctx, step, params, opt_state, probe_state):
         d = jax.device_get(self._fn(params, self.data(ctx), self.key(ctx, step)))
         return {
             "spectral_density_grid": d.grid.tolist(),
@@ -318,6 +269,8 @@ class SpectralDensity(_CurvatureProbe):
 
 
 class HessianTrace(_CurvatureProbe):
+    name = "hessian_trace"
+
     def __init__(
         self,
         every,
@@ -338,19 +291,20 @@ class HessianTrace(_CurvatureProbe):
             )
         self.num_probes, self.method = num_probes, method
 
-    def __call__(self, ctx, step, params, opt_state, probe_state):
-        if self._fn is None:
-            self._fn = jax.jit(
-                lambda p, d, key: curvature.hessian_trace(
-                    ctx.loss_fn,
-                    p,
-                    d,
-                    key=key,
-                    num_probes=self.num_probes,
-                    method=self.method,
-                    **self.operator_args(),
-                )
+    def setup(self, ctx):
+        self._fn = jax.jit(
+            lambda p, d, key: curvature.hessian_trace(
+                ctx.loss_fn,
+                p,
+                d,
+                key=key,
+                num_probes=self.num_probes,
+                method=self.method,
+                **self.operator_args(),
             )
+        )
+
+    def __call__(self, ctx, step, params, opt_state, probe_state):
         est = self._fn(params, self.data(ctx), self.key(ctx, step))
         return {"hessian_trace": float(est.estimate), "hessian_trace_stderr": float(est.stderr)}, (
             probe_state
@@ -358,6 +312,8 @@ class HessianTrace(_CurvatureProbe):
 
 
 class GradientOverlap(_EigenProbe):
+    name = "gradient_overlap"
+
     def __init__(
         self,
         every,
@@ -387,25 +343,28 @@ class GradientOverlap(_EigenProbe):
 
 
 class StepStabilityProbe(_CurvatureProbe):
+    name = "step_stability"
+
     def __init__(self, every, k=1, num_iters=20, num_examples=None, precision="highest"):
         super().__init__(every, num_examples=num_examples, precision=precision)
         _check_k(k, num_iters)
         self.k, self.num_iters = k, num_iters
 
-    def __call__(self, ctx, step, params, opt_state, probe_state):
-        if self._fn is None:
-            self._fn = jax.jit(
-                lambda p, s, d, key: curvature.step_stability(
-                    curvature.optax_step(ctx.loss_fn, ctx.tx),
-                    p,
-                    s,
-                    d,
-                    k=self.k,
-                    num_iters=self.num_iters,
-                    key=key,
-                    precision=self.precision,
-                )
+    def setup(self, ctx):
+        self._fn = jax.jit(
+            lambda p, s, d, key: curvature.step_stability(
+                curvature.optax_step(ctx.loss_fn, ctx.tx),
+                p,
+                s,
+                d,
+                k=self.k,
+                num_iters=self.num_iters,
+                key=key,
+                precision=self.precision,
             )
+        )
+
+    def __call__(self, ctx, step, params, opt_state, probe_state):
         result = self._fn(params, opt_state, self.data(ctx), self.key(ctx, step))
         return {
             "step_stability": float(result.spectral_radius),
@@ -415,9 +374,12 @@ class StepStabilityProbe(_CurvatureProbe):
         }, probe_state
 
 
-PROBES.register("sharpness", Sharpness)
-PROBES.register("preconditioned_sharpness", PreconditionedSharpness)
-PROBES.register("spectral_density", SpectralDensity)
-PROBES.register("hessian_trace", HessianTrace)
-PROBES.register("gradient_overlap", GradientOverlap)
-PROBES.register("step_stability", StepStabilityProbe)
+for _probe in (
+    Sharpness,
+    PreconditionedSharpness,
+    SpectralDensity,
+    HessianTrace,
+    GradientOverlap,
+    StepStabilityProbe,
+):
+    PROBES.register(_probe.name, _probe)

@@ -27,6 +27,8 @@ from dynamics.train.probes.base import PROBES, Probe, ProbeContext
 class Evaluation(Probe):
     """Mean loss and accuracy over the whole training and test sets."""
 
+    name = "evaluation"
+
     def __init__(self, every: int, batch_size: int | None = None):
         super().__init__(every)
         if batch_size is not None and batch_size <= 0:
@@ -34,7 +36,7 @@ class Evaluation(Probe):
         self.batch_size = batch_size
         self._evaluate = None
 
-    def _build(self, ctx: ProbeContext):
+    def setup(self, ctx: ProbeContext):
         classify = ctx.num_classes is not None
 
         def sums(params, batch):
@@ -69,11 +71,9 @@ class Evaluation(Probe):
                 for name, value in evaluate_split(params, batch).items()
             }
 
-        return jax.jit(evaluate)
+        self._evaluate = jax.jit(evaluate)
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
-        if self._evaluate is None:
-            self._evaluate = self._build(ctx)
         splits = {"train": ctx.train}
         if ctx.test is not None:
             splits["test"] = ctx.test
@@ -87,6 +87,8 @@ def _leaf_name(path) -> str:
 class WeightNorms(Probe):
     """Frobenius norm of every parameter leaf."""
 
+    name = "weight_norms"
+
     def __init__(self, every: int):
         super().__init__(every)
         self._norms = jax.jit(lambda params: jax.tree.map(jnp.linalg.norm, params))
@@ -96,11 +98,11 @@ class WeightNorms(Probe):
         return {f"weight_norm/{_leaf_name(path)}": value for path, value in norms}, probe_state
 
 
-@PROBES.register("evaluation")
+@PROBES.register(Evaluation.name)
 def evaluation(every: int, batch_size: int | None = None) -> Evaluation:
     return Evaluation(every, batch_size)
 
 
-@PROBES.register("weight_norms")
+@PROBES.register(WeightNorms.name)
 def weight_norms(every: int) -> WeightNorms:
     return WeightNorms(every)

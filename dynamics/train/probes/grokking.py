@@ -38,11 +38,13 @@ def _flat_dot(a, b) -> jax.Array:
 class Grokking(Probe):
     """Softmax collapse, zero-loss fraction, gradient-weight cosine, weight norm, max logit."""
 
+    name = "grokking"
+
     def __init__(self, every: int):
         super().__init__(every)
         self._measure = None
 
-    def _build(self, ctx: ProbeContext):
+    def setup(self, ctx: ProbeContext):
         def measure(params, batch):
             logits = ctx.apply_fn(params, batch["x"])
             losses = ctx.per_example_loss(logits, batch["y"])
@@ -58,14 +60,12 @@ class Grokking(Probe):
                 "max_logit": jnp.max(jnp.abs(logits)),
             }
 
-        return jax.jit(measure)
+        self._measure = jax.jit(measure)
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
-        if self._measure is None:
-            self._measure = self._build(ctx)
         return self._measure(params, ctx.train), probe_state
 
 
-@PROBES.register("grokking")
+@PROBES.register(Grokking.name)
 def grokking(every: int) -> Grokking:
     return Grokking(every)

@@ -31,7 +31,7 @@ identically.
 
 Example:
   >>> import jax.numpy as jnp, optax
-  >>> from dynamics.optim.kron import kron
+  >>> from dynamics.optim.psgd_kron import kron
   >>> params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
   >>> tx = kron(1e-3, seed=0)
   >>> state = tx.init(params)
@@ -48,8 +48,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim import kronecker as kr
-from dynamics.optim.registry import OPTIMIZERS
+from dynamics.optim import kronecker_factors as kr
+from dynamics.optim.common import accumulation_dtype
 
 
 class KronState(NamedTuple):
@@ -168,7 +168,7 @@ def scale_by_kron(
         leaves, treedef = jax.tree.flatten(params)
         qs = []
         for p in leaves:
-            dtype = jnp.promote_types(p.dtype, jnp.float32)
+            dtype = accumulation_dtype(p.dtype)
             k = max(p.ndim, 1)
             s = precond_init_scale ** (1.0 / k)
             triangular = p.ndim >= min_ndim_triangular
@@ -197,9 +197,7 @@ def scale_by_kron(
             for m, g in zip(jax.tree.leaves(state.mu), leaves, strict=True)
         ]
         debiased = [
-            ((b1 * m + (1.0 - b1) * g) / (1.0 - b1**count)).astype(
-                jnp.promote_types(g.dtype, jnp.float32)
-            )
+            ((b1 * m + (1.0 - b1) * g) / (1.0 - b1**count)).astype(accumulation_dtype(g.dtype))
             for m, g in zip(jax.tree.leaves(state.mu), leaves, strict=True)
         ]
         qs = treedef.flatten_up_to(state.qs)
@@ -273,6 +271,3 @@ def kron(
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
-
-
-OPTIMIZERS.register("kron", kron)

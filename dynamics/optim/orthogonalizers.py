@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynamics.optim.common import accumulation_dtype
+
 Orthogonalizer = Callable[[jax.Array], jax.Array]
 
 _MUON = ((3.4445, -4.7750, 2.0315),)
@@ -163,7 +165,7 @@ def newton_schulz(
     # otherwise round to (3.4375, -4.78125, 2.03125), a different polynomial. The products return
     # float32 (``preferred_element_type``, the accumulator precision of bf16 tensor cores), so
     # each step rounds to ``dtype`` once per matrix that feeds the next product.
-    acc = jnp.promote_types(dtype, jnp.float32)
+    acc = accumulation_dtype(dtype)
     x32 = x.astype(acc)
     norm = jnp.sqrt(jnp.sum(jnp.square(x32), axis=(-2, -1), keepdims=True))
     X = (x32 / (safety * norm + eps)).astype(dtype)
@@ -212,9 +214,7 @@ def svd_polar(x: jax.Array) -> jax.Array:
       >>> bool(jnp.allclose(o.T @ o, jnp.eye(4), atol=1e-5))
       True
     """
-    u, _, vt = jnp.linalg.svd(
-        x.astype(jnp.promote_types(x.dtype, jnp.float32)), full_matrices=False
-    )
+    u, _, vt = jnp.linalg.svd(x.astype(accumulation_dtype(x.dtype)), full_matrices=False)
     return (u @ vt).astype(x.dtype)
 
 
