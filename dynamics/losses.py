@@ -10,7 +10,7 @@ returning ``[batch]``; the training loss is the mean over the batch. ``outputs``
   Gauss-Newton part of the Hessian is ``J^T J / n`` and GD on a quadratic diverges at sharpness
   ``2 / lr``. Without the 1/2 every Hessian eigenvalue doubles.
 * ``cross_entropy``: ``logsumexp(z) - z_y`` in the outputs' dtype.
-* ``stablemax_cross_entropy``: ``-log p_y`` with ``p_i = s(z_i) / sum_j s(z_j)``,
+* ``stablemax_cross_entropy``: ``-log p_y`` (``log p`` is :func:`log_stablemax`) with ``p_i = s(z_i) / sum_j s(z_j)``,
   ``s(z) = z + 1`` for ``z >= 0`` and ``1 / (1 - z)`` for ``z < 0`` (Prieto et al. 2025, "Grokking
   at the edge of numerical stability"). Like their reference it is computed in float64
   (``dtype="float64"``) -- which JAX honours only when x64 is enabled (``jax.enable_x64``);
@@ -75,6 +75,20 @@ def stablemax_s(z: jax.Array) -> jax.Array:
     return jnp.where(z >= 0, z + 1.0, 1.0 / (1.0 - jnp.where(z >= 0, 0.0, z)))
 
 
+def log_stablemax(z: jax.Array, axis: int = -1) -> jax.Array:
+    """``log p_i = log s(z_i) - log sum_j s(z_j)``, the StableMax log-probabilities (Prieto et
+    al. 2025's ``log_stablemax``), in ``z``'s dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> p = jnp.exp(log_stablemax(jnp.array([0.0, 1.0, -1.0])))
+      >>> [round(float(x), 4) for x in p]
+      [0.2857, 0.5714, 0.1429]
+    """
+    s = stablemax_s(z)
+    return jnp.log(s) - jnp.log(jnp.sum(s, axis=axis, keepdims=True))
+
+
 @LOSSES.register("stablemax_cross_entropy")
 def stablemax_cross_entropy(dtype: str = "float64"):
     """StableMax cross-entropy ``log sum_j s(z_j) - log s(z_y)`` (see the module doc)."""
@@ -84,9 +98,9 @@ def stablemax_cross_entropy(dtype: str = "float64"):
     def per_example_loss(outputs, y):
         # canonicalize_dtype maps float64 to float32 unless x64 is on (also inside enable_x64).
         z = outputs.astype(jax.dtypes.canonicalize_dtype(jnp.dtype(dtype)))
-        s = stablemax_s(z)
-        picked = jnp.take_along_axis(s, _class_labels(y, "stablemax_cross_entropy"), axis=-1)[:, 0]
-        return (jnp.log(jnp.sum(s, axis=-1)) - jnp.log(picked)).astype(outputs.dtype)
+        labels = _class_labels(y, "stablemax_cross_entropy")
+        picked = jnp.take_along_axis(log_stablemax(z), labels, axis=-1)[:, 0]
+        return (-picked).astype(outputs.dtype)
 
     return per_example_loss
 

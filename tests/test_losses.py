@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from dynamics.losses import LOSSES, accuracy, softmax_collapse
+from dynamics.losses import LOSSES, accuracy, log_stablemax, softmax_collapse
 from dynamics.registry import ConfigError
 
 RNG = np.random.default_rng(0)
@@ -109,3 +109,13 @@ def test_registry_and_errors():
             LOSSES.build(name, {})(Z, np.zeros((6, 1), np.float32))
     with pytest.raises(ConfigError, match="valid choices: cross_entropy, mse"):
         LOSSES.build("hinge", {}, where="loss")
+
+
+def test_log_stablemax_matches_numpy_float64():
+    """``log_stablemax`` is the reference's log s(z_i) - log sum_j s(z_j), rows summing to one."""
+    z = np.random.default_rng(4).normal(size=(5, 7)) * 20
+    s = np.where(z >= 0, z + 1, 1 / (1 - np.minimum(z, 0)))
+    with jax.enable_x64(True):
+        got = np.asarray(log_stablemax(jnp.asarray(z)))
+    np.testing.assert_allclose(got, np.log(s / s.sum(1, keepdims=True)), rtol=1e-13)
+    np.testing.assert_allclose(np.exp(got).sum(1), 1.0, rtol=1e-13)

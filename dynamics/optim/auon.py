@@ -70,7 +70,7 @@ def scale_by_auon(
       orthogonalizer: the hybrid's orthogonalizer: None or ``"newton_schulz"``,
         ``"polar_express"``, ``"svd"`` or a callable ``x[..., m, n] -> x``; only used (and only
         accepted) with ``ns_steps > 0``.
-      compute_dtype: orthogonalizer dtype (None: bf16 on accelerators, float32 on CPU).
+      compute_dtype: orthogonalizer dtype (None: ``default_compute_dtype`` of the input).
       scaling: shape factor mode (module doc).
       rms: target RMS of the ``"consistent_rms"`` / ``"spectral"`` mode.
       layout: ``"in_out"`` (Flax) or ``"out_in"`` (PyTorch), for the shape factor.

@@ -67,6 +67,9 @@ def grokfast_ema(*, alpha: float = 0.98, lamb: float = 2.0) -> optax.GradientTra
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+GROKFAST_MA_FILTERS = ("mean", "sum")
+
+
 class GrokfastMaState(NamedTuple):
     """State of :func:`grokfast_ma`.
 
@@ -81,16 +84,24 @@ class GrokfastMaState(NamedTuple):
 
 
 def grokfast_ma(
-    *, window: int = 100, lamb: float = 5.0, warmup: bool = True
+    *, window: int = 100, lamb: float = 5.0, filter_type: str = "mean", warmup: bool = True
 ) -> optax.GradientTransformation:
-    """Amplifies the moving average of the last ``window`` gradients (Grokfast-MA).
+    """Amplifies the moving average (or sum) of the last ``window`` gradients (Grokfast-MA).
+
+    ``g <- g + lamb * filter(last window gradients)`` with ``filter`` their mean
+    (``filter_type="mean"``) or their sum (``"sum"``), as in the reference ``gradfilter_ma``.
 
     Args:
-      window: number of gradients averaged.
-      lamb: amplification of the average.
+      window: number of gradients kept.
+      lamb: amplification of the filtered gradient.
+      filter_type: ``"mean"`` (the reference's default) or ``"sum"``.
       warmup: leave the gradient unchanged until the window is full (the reference's default);
-        False averages over the gradients seen so far.
+        False filters the gradients seen so far from the first step on.
     """
+    if filter_type not in GROKFAST_MA_FILTERS:
+        raise ValueError(
+            f"unknown filter_type {filter_type!r}; choices: {', '.join(GROKFAST_MA_FILTERS)}"
+        )
     if window < 1:
         raise ValueError(f"grokfast_ma needs window >= 1, got {window}")
 
@@ -107,7 +118,7 @@ def grokfast_ma(
             updates,
         )
         seen = jnp.minimum(state.count + 1, window)
-        gain = lamb / seen
+        gain = lamb / seen if filter_type == "mean" else lamb
         if warmup:
             gain = jnp.where(seen == window, gain, 0.0)
         updates = jax.tree.map(

@@ -77,7 +77,7 @@ def scale_by_muon(
       eps: added to the Frobenius norm before Newton-Schulz (preset default 1e-7).
       orthogonalizer: None, ``"newton_schulz"``, ``"polar_express"``, ``"svd"`` or a callable
         ``x[..., m, n] -> x``.
-      compute_dtype: orthogonalizer dtype (None: bf16 on accelerators, float32 on CPU).
+      compute_dtype: orthogonalizer dtype (None: ``default_compute_dtype`` of the input).
       scaling: ``"shape"``, ``"consistent_rms"`` (alias ``"spectral"``), ``"unit_rms"`` or
         ``"none"`` (module doc).
       rms: target RMS of the ``"consistent_rms"`` / ``"spectral"`` mode.

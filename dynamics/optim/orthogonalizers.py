@@ -109,9 +109,22 @@ def coefficient_schedule(coeffs: Any, steps: int) -> np.ndarray:
     return table[rows]
 
 
-def default_compute_dtype() -> jnp.dtype:
-    """bfloat16 on GPU/TPU (tensor-core rate), float32 on CPU (no fast bf16 matmul there)."""
-    return jnp.dtype(jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32)
+def default_compute_dtype(input_dtype: Any = jnp.float32) -> jnp.dtype:
+    """The matrix-product dtype used when none is given, never below the input's on CPU.
+
+    bfloat16 on GPU/TPU for inputs of at most 32 bits (the tensor-core rate; Jordan et al.'s
+    Muon runs its Newton-Schulz in bf16); otherwise, and always on CPU (which has no fast bf16
+    matmul), the input's dtype promoted to at least float32, so a float64 run stays float64.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> str(default_compute_dtype(jnp.float64)) if jax.default_backend() == "cpu" else "float64"
+      'float64'
+    """
+    input_dtype = jnp.dtype(input_dtype)
+    if jax.default_backend() in ("gpu", "tpu") and input_dtype.itemsize <= 4:
+        return jnp.dtype(jnp.bfloat16)
+    return jnp.dtype(accumulation_dtype(input_dtype))
 
 
 def newton_schulz(
@@ -135,8 +148,9 @@ def newton_schulz(
       steps: number of iterations.
       eps: added to the Frobenius norm; defaults to the preset's value (1e-7 for arrays).
       safety: factor multiplying the Frobenius norm; defaults to the preset's value (1 for arrays).
-      dtype: dtype of the matrix-product operands; None picks ``default_compute_dtype()`` (bf16
-        on accelerators, float32 on CPU). The products accumulate, and the coefficients are
+      dtype: dtype of the matrix-product operands; None picks ``default_compute_dtype(x.dtype)``
+        (bf16 on accelerators for inputs up to float32; on CPU at least float32 and never below
+        the input's dtype). The products accumulate, and the coefficients are
         applied, in at least float32; the result is cast back to ``x.dtype``.
 
     Returns:
@@ -154,7 +168,7 @@ def newton_schulz(
     eps = (preset[2] if preset else 1e-7) if eps is None else eps
     safety = (preset[1] if preset else 1.0) if safety is None else safety
     table = coefficient_schedule(coeffs, steps)
-    dtype = default_compute_dtype() if dtype is None else jnp.dtype(dtype)
+    dtype = default_compute_dtype(x.dtype) if dtype is None else jnp.dtype(dtype)
 
     out_dtype = x.dtype
     transpose = x.shape[-2] > x.shape[-1]

@@ -147,16 +147,17 @@ def scale_by_sharpness_aware(
         del extra_args
         if flood_level is not None and loss is None:
             raise ValueError("flooding needs the current loss: call update(..., loss=L(params))")
-        out, norm = updates, jnp.zeros_like(state.perturbation_norm)
         # alpha is an array under optax.inject_hyperparams: only a Python 0 or 1 takes a shortcut.
-        if not _is_number(alpha, 0):
-            if grad_fn is None:
-                raise ValueError(
-                    "sharpness-aware rules need the extra argument grad_fn(params) -> grads: "
-                    "call update(grads, state, params, grad_fn=...)"
-                )
-            if params is None:
-                raise ValueError(_NO_PARAMS)
+        perturb = not _is_number(alpha, 0)
+        if perturb and grad_fn is None:
+            raise ValueError(
+                "sharpness-aware rules need the extra argument grad_fn(params) -> grads: "
+                "call update(grads, state, params, grad_fn=...)"
+            )
+        if perturb and params is None:
+            raise ValueError(_NO_PARAMS)
+        out, norm = updates, jnp.zeros_like(state.perturbation_norm)
+        if perturb:
             tg, direction = updates, updates
             if adaptive:
                 mask = _resolve_mask(adaptive_mask, params)

@@ -22,9 +22,9 @@ Ablations of "What Really Matters in Matrix-Whitening Optimizers?" (2025):
 in SPlus).
 
 Layout: every axis is treated alike, so Flax ``(in, out)`` and PyTorch ``(out, in)`` kernels give
-the same rule. The reference applies weight decay after the step to the updated weights; here it
-is optax's ``add_decayed_weights`` on the current weights (a difference of order ``lr^2 wd``), and
-also on the first call, which the reference skips entirely.
+the same rule. Weight decay in :func:`soap` is the reference's: decoupled, applied after the step
+to the updated weights, ``p <- (p - lr D)(1 - lr wd)``, and not on the first call (which only
+sets up the basis and leaves the weights as they are).
 
 Example:
   >>> import jax.numpy as jnp, optax
@@ -222,6 +222,42 @@ def scale_by_soap(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+class DecayAfterStepState(NamedTuple):
+    """State of :func:`decay_after_step`.
+
+    Attributes:
+      count: number of updates so far (int32), the step at which the learning rate is read.
+    """
+
+    count: chex.Array
+
+
+def decay_after_step(
+    weight_decay: float, learning_rate: optax.ScalarOrSchedule
+) -> optax.GradientTransformation:
+    """Decoupled weight decay of the *updated* weights, skipped on the first call.
+
+    Chained after ``scale_by_learning_rate``: with ``u = -lr D`` it returns
+    ``u - lr wd (p + u)``, so that ``p + u_out = (p - lr D)(1 - lr wd)`` as in SOAP's reference
+    code (``p.add_(D, alpha=-lr); p.add_(p, alpha=-lr * wd)``). The first call returns ``u``
+    unchanged: there the reference only initializes the preconditioner and touches no weight.
+    """
+
+    def init_fn(params):
+        del params
+        return DecayAfterStepState(count=jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("soap's weight decay needs the parameters: update(u, state, params)")
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        factor = jnp.where(state.count == 0, 0.0, lr * weight_decay)
+        updates = jax.tree.map(lambda u, p: u - (factor * (p + u)).astype(u.dtype), updates, params)
+        return updates, DecayAfterStepState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def soap(
     learning_rate: optax.ScalarOrSchedule = 3e-3,
     *,
@@ -236,7 +272,11 @@ def soap(
     variance_adaptation: bool = True,
     weight_decay: float = 0.01,
 ) -> optax.GradientTransformation:
-    """SOAP with decoupled weight decay: ``p <- p - lr (D + wd p)`` (defaults of the paper)."""
+    """SOAP with the reference's decoupled weight decay (defaults of the paper).
+
+    ``scale_by_soap -> scale_by_learning_rate -> decay_after_step``: every call after the first
+    steps ``p <- (p - lr D)(1 - lr wd)``; the first call leaves the weights unchanged.
+    """
     return optax.chain(
         scale_by_soap(
             b1=b1,
@@ -249,6 +289,6 @@ def soap(
             one_sided=one_sided,
             variance_adaptation=variance_adaptation,
         ),
-        optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
+        decay_after_step(weight_decay, learning_rate),
     )

@@ -48,19 +48,22 @@ def test_grokfast_ema_matches_reference_port():
     assert_trees_close(outs[0], {k: 3.0 * GRADS[0][k] for k in GRADS[0]})
 
 
+@pytest.mark.parametrize("filter_type", ["mean", "sum"])
 @pytest.mark.parametrize("warmup", [True, False])
-def test_grokfast_ma_matches_reference_port(warmup):
-    """Port of ``gradfilter_ma`` (mean filter): a deque of the last ``window`` gradients, and the
-    gradient is changed only once the deque is full when ``warmup`` is set."""
+def test_grokfast_ma_matches_reference_port(warmup, filter_type):
+    """Port of ``gradfilter_ma``: a deque of the last ``window`` gradients, their mean or sum
+    times ``lamb`` added, only once the deque is full when ``warmup`` is set."""
     window, lamb = 3, 5.0
-    outs = run_filter(grokfast_ma(window=window, lamb=lamb, warmup=warmup), GRADS)
+    tx = grokfast_ma(window=window, lamb=lamb, filter_type=filter_type, warmup=warmup)
+    outs = run_filter(tx, GRADS)
     history = {k: deque(maxlen=window) for k in SHAPES}
     for step, (g, out) in enumerate(zip(GRADS, outs, strict=True)):
         expected = {}
         for k in g:
             history[k].append(g[k])
             if not warmup or len(history[k]) == window:
-                expected[k] = g[k] + sum(history[k]) / len(history[k]) * lamb
+                divisor = len(history[k]) if filter_type == "mean" else 1
+                expected[k] = g[k] + sum(history[k]) / divisor * lamb
             else:
                 expected[k] = g[k]
         assert_trees_close(out, expected)

@@ -143,6 +143,27 @@ def test_newton_schulz_matches_numpy_float64_batched_and_dtype():
         np.testing.assert_allclose(np.asarray(svd_polar(jnp.asarray(x[0]))), np_polar(x[0]))
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU default dtype")
+def test_newton_schulz_default_dtype_never_below_the_input_on_cpu():
+    """dtype=None: a float64 input computes in float64 (not float32: 7e-7 off the float64
+    reference before), float32 in float32; Muon's default orthogonalizer inherits it."""
+    x = RNG.normal(size=(12, 7))
+    want = np_ns(x, MUON_ABC)
+    with jax.enable_x64(True):
+        got = np.asarray(newton_schulz(jnp.asarray(x)))
+        as_f32 = np.asarray(newton_schulz(jnp.asarray(x), dtype=jnp.float32))
+        u, _ = scale_by_muon(scaling="none", nesterov=False, beta=0.0).update(
+            {"w": jnp.asarray(x)}, scale_by_muon().init({"w": jnp.asarray(x)})
+        )
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(u["w"]), want, rtol=1e-12, atol=1e-13)
+    assert np.max(np.abs(as_f32 - want)) > 1e-8  # float32 products are measurably coarser
+    y = newton_schulz(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(np.asarray(y), want, atol=1e-5)
+    assert y.dtype == jnp.float32
+
+
 def test_newton_schulz_bf16_applies_the_exact_coefficients():
     """In bf16 only the matrix operands are rounded: a step applies Muon's exact quintic, not the
     one with bf16-rounded coefficients (3.4375, -4.78125, 2.03125).

@@ -231,6 +231,47 @@ def test_soap_matches_numpy(shape, one_sided, variance_adaptation, eps_root):
     _assert_updates(got, want, rtol=1e-8, atol=1e-10)
 
 
+def test_soap_weight_decay_follows_the_reference():
+    """soap(lr, weight_decay=wd): the first call leaves the weights alone (it only sets up the
+    basis), every later call is the reference's ``p <- (p - lr D)(1 - lr wd)`` (decay of the
+    updated weights). Decaying before the step, or on the first call, is off by ~1e-5 here."""
+    lr, wd, steps = 3e-3, 0.01, 5
+    hp = dict(b1=0.9, b2=0.95, eps=1e-8)
+    shape = (4, 3)
+    grads = _grads({"w": shape, "b": (shape[1],)}, steps, seed=5)
+    directions = _np_soap(
+        grads,
+        **hp,
+        freq=2,
+        one_sided=False,
+        variance_adaptation=True,
+        shape=shape,
+    )
+    r = np.random.default_rng(6)
+    p0 = {"w": r.normal(size=shape), "b": r.normal(size=shape[1])}
+    want, before = dict(p0), dict(p0)
+    for call, d in enumerate(directions, start=1):
+        if call > 1:
+            want = {k: (want[k] - lr * d[k]) * (1 - lr * wd) for k in want}
+        # optax's add_decayed_weights before the learning rate, on every call.
+        before = {k: before[k] - lr * (d[k] + wd * before[k]) for k in before}
+    # The test tells the two apart by far more than its tolerance.
+    assert np.max(np.abs(before["w"] - want["w"])) > 1e-6
+    with jax.enable_x64(True):
+        tx = soap(lr, **hp, precondition_frequency=2, weight_decay=wd)
+        params = jax.tree.map(jnp.asarray, p0)
+        state = tx.init(params)
+        update = jax.jit(tx.update)
+        for i, g in enumerate(grads):
+            u, state = update(jax.tree.map(jnp.asarray, g), state, params)
+            if i == 0:
+                for k in p0:
+                    np.testing.assert_array_equal(np.asarray(u[k]), 0.0)
+            params = optax.apply_updates(params, u)
+    for k in p0:
+        np.testing.assert_allclose(np.asarray(params[k]), want[k], rtol=1e-10, atol=1e-13)
+
+
 # ----------------------------------------------------------------------------- PSGD-Kron
 
 
