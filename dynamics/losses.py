@@ -12,9 +12,9 @@ returning ``[batch]``; the training loss is the mean over the batch. ``outputs``
 * ``cross_entropy``: ``logsumexp(z) - z_y`` in the outputs' dtype.
 * ``stablemax_cross_entropy``: ``-log p_y`` (``log p`` is :func:`log_stablemax`) with
   ``p_i = s(z_i) / sum_j s(z_j)``, ``s(z) = z + 1`` for ``z >= 0`` and ``1 / (1 - z)`` for
-  ``z < 0`` (Prieto et al. 2025, "Grokking at the edge of numerical stability"). Like their reference it is computed in float64
-  (``dtype="float64"``) -- which JAX honours only when x64 is enabled (``jax.enable_x64``);
-  otherwise it silently runs in float32. The result is cast back to the outputs' dtype.
+  ``z < 0`` (Prieto et al. 2025, "Grokking at the edge of numerical stability"). Like their
+  reference it is computed in float64 (``dtype="float64"``) -- which JAX honours only when x64
+  is enabled (``jax.enable_x64``); otherwise it silently runs in float32. The result is cast back to the outputs' dtype.
 
 Example:
   >>> loss = LOSSES.build("mse", {})
