@@ -14,7 +14,8 @@ returning ``[batch]``; the training loss is the mean over the batch. ``outputs``
   ``p_i = s(z_i) / sum_j s(z_j)``, ``s(z) = z + 1`` for ``z >= 0`` and ``1 / (1 - z)`` for
   ``z < 0`` (Prieto et al. 2025, "Grokking at the edge of numerical stability"). Like their
   reference it is computed in float64 (``dtype="float64"``) -- which JAX honours only when x64
-  is enabled (``jax.enable_x64``); otherwise it silently runs in float32. The result is cast back to the outputs' dtype.
+  is enabled (``jax.enable_x64``); otherwise it silently runs in float32. The result is cast
+  back to the outputs' dtype.
 
 Example:
   >>> loss = LOSSES.build("mse", {})
