@@ -11,7 +11,7 @@ Presets (``--config=configs/grokking.py:<preset>``):
   d_mlp 512, ReLU, no LayerNorm), AdamW lr 1e-3, wd 1, betas (0.9, 0.98), full batch; the paper
   sees grokking within its 50k-epoch budget (``scripts/nanda_grokking.py``).
 * ``grokfast`` (= ``grokfast_ema``), ``grokfast_baseline``, ``grokfast_ma``: Lee et al. 2024,
-  "Grokfast", pinned to the faithful port of the reference in ``/work/shared/REFERENCES.md``:
+  "Grokfast: Accelerated Grokking by Amplifying Slow Gradients", pinned to their reference code:
   ``x * y mod 97`` with ``y`` in 1..96 (9,312 pairs), 50% train, tokens ``[x, op, y, =]``, 2-layer
   transformer d 128, 4 heads, GELU MLP x4, the reference block ``h = LN1(h); h = h + Attn(h);
   h = h + MLP(LN2(h))``, PyTorch default inits, head over the whole vocabulary, torch Adam with

@@ -6,8 +6,9 @@ first N of the (shuffled) training images. With ``standardize`` every pixel is m
 become 0); otherwise pixels are scaled to [0, 1] by their maximum value 16. ``flatten`` gives
 ``[n, 64]`` vectors, else NHWC images ``[n, 8, 8, 1]``.
 
-This is the small real dataset on which REFERENCES.md measures edge-of-stability runs
-(64-200-200-10 tanh MLP, MSE, full-batch GD).
+It is the small real dataset of the edge-of-stability runs in ``docs/experiments.md``
+(64-200-200-10 tanh MLP, MSE, full-batch GD: the setting of Cohen et al. 2021, "Gradient Descent
+on Neural Networks Typically Occurs at the Edge of Stability", at a size a CPU runs in minutes).
 
 Example:
   >>> ds = digits(0)

@@ -13,8 +13,10 @@ from the same seeded stream.
   the setting of Agarwala et al. 2023's second-order regression model (``model.name =
   "quadratic"`` on these inputs is exactly their per-datum model).
 * ``"random_labels"``: ``y`` uniform in ``[0, num_classes)``, independent of ``x``: a
-  classification task that can only be memorized (REFERENCES.md, "Progressive sharpening on
-  synthetic data": 1,000 Gaussian inputs in 32 dimensions, 10 random labels).
+  classification task that can only be memorized (Zhang et al. 2017, "Understanding deep
+  learning requires rethinking generalization"); e.g. 1,000 Gaussian inputs in 32 dimensions
+  with 10 random labels, on which full-batch GD shows the progressive sharpening of Cohen et al.
+  (2021).
 
 ``points`` is a separate entry for a handful of exact regression examples given in the config,
 e.g. the single datum ``(x, y)`` of a scalar network (Kreisler et al. 2023).

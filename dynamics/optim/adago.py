@@ -75,10 +75,9 @@ def scale_by_adago(
     ``v0 > 0`` is the paper's initial accumulator, ``gamma`` its clipping threshold of the
     gradient norm and ``eps`` its lower bound of the step.
 
-    Defaults: the paper's algorithm takes ``gamma``, ``v0`` and ``eps`` as inputs, and the values
-    of its experiments could not be found in the sources available when this was written (only
-    the algorithm statement), so ``gamma = 1``, ``v0 = 1e-6`` and ``min_step = 1e-3`` are this
-    library's choices, not the paper's: gradient norms above 1 count as 1, the first step is
+    Defaults: the algorithm statement takes ``gamma``, ``v0`` and ``eps`` as inputs without
+    fixing them, so ``gamma = 1``, ``v0 = 1e-6`` and ``min_step = 1e-3`` are this library's
+    choices, not the paper's: gradient norms above 1 count as 1, the first step is
     almost the full learning rate (``min(||G_1||, gamma) / v_1 ~ 1``), and the step never falls
     below ``1e-3 eta``. Other ports chose differently (optax's contrib AdaGO, which optax
     0.2.8 does not ship: ``gamma = 1``, ``v0 = 1``, ``eps = 1e-6`` absolute; pytorch-optimizer's
