@@ -31,7 +31,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dynamics.optim import CONSTRAINTS, FILTERS, OPTIMIZERS
+from dynamics.optim import CONSTRAINTS, FILTERS, OPTIMIZERS, TABLE
 
 # Updates run by every check; the last one is compared.
 STEPS = 3
@@ -365,3 +365,32 @@ def test_reduces_loss(kind, name):
     for key, (loss, params) in problems.items():
         start, end = float(loss(params)), float(loss(finals[key]))
         assert end < 0.5 * start, (key, start, end)
+
+
+def test_the_table_is_the_registries():
+    """OPTIMIZERS, FILTERS and CONSTRAINTS are built from the one table: same names, same
+    constructors."""
+    for kind, registry in (
+        ("optimizer", OPTIMIZERS),
+        ("filter", FILTERS),
+        ("constraint", CONSTRAINTS),
+    ):
+        assert registry.names() == sorted(TABLE[kind])
+        for name, component in TABLE[kind].items():
+            assert registry.get(name) is component.build
+
+
+@pytest.mark.parametrize("kind,name", CASES, ids=IDS)
+def test_declared_extra_args(kind, name):
+    """A rule whose row declares ``grad_fn`` refuses to run without it; every other rule runs
+    without any extra argument (so the table's ``extra_args`` is what the rule reads)."""
+    tx = build(kind, name)
+    params = init_mlp()
+    state = tx.init(params)
+    grads = grad_mlp(params)
+    if "grad_fn" in TABLE[kind][name].extra_args:
+        with pytest.raises(ValueError, match="grad_fn"):
+            tx.update(grads, state, params)
+    else:
+        updates, _ = tx.update(grads, state, params)
+        assert jax.tree.structure(updates) == jax.tree.structure(params)
