@@ -16,7 +16,7 @@ The split is fixed by the files, so ``seed`` is unused.
 
 Example:
   >>> ds = cifar10(0, path="~/data/cifar-10-batches-py", num_train=5000)  # doctest: +SKIP
-  >>> ds.train["x"].shape
+  >>> ds.train["x"].shape  # doctest: +SKIP
   (5000, 3072)
 """
 

@@ -10,7 +10,7 @@ Example:
   >>> import tempfile, pathlib
   >>> path = pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl"
   >>> with MetricWriter(path) as w:
-  ...     w.write({"step": 1, "loss": 0.5})
+  ...     _ = w.write({"step": 1, "loss": 0.5})
   >>> read_records(path)
   [{'step': 1, 'loss': 0.5}]
 """

@@ -9,8 +9,8 @@ code runs on one device, 8 simulated CPU devices or many hosts.
 
 Example:
   >>> mesh = make_mesh(1, 1)
-  >>> batch_sharding(mesh).spec
-  PartitionSpec('data',)
+  >>> batch_sharding(mesh).spec == jax.sharding.PartitionSpec("data")
+  True
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@
 Train/test accuracy and loss come from the ``evaluation`` probe.
 
 Example (config):
-  >>> config.probes.grokking = dict(every=100)
+  >>> import ml_collections
+  >>> probes = ml_collections.ConfigDict({"grokking": {"every": 100}})
 """
 
 from __future__ import annotations
