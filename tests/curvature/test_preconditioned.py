@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from dynamics import curvature
-from dynamics.optim.registry import adam, adamw
+from dynamics.optim.baselines import adam, adamw
 
 
 def _run(tx, problem, steps):
