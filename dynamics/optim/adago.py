@@ -7,6 +7,7 @@ shape factors as in :mod:`dynamics.optim.common` (Flax ``(in, out)`` layout by d
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import chex
@@ -18,13 +19,11 @@ from dynamics.optim.common import (
     accumulation_dtype,
     check_scaling,
     frobenius,
-    init_momentum,
-    momentum_direction,
+    scale_by_matrix_momentum,
     shape_factor,
-    split_tree,
 )
 from dynamics.optim.orthogonalizers import resolve_orthogonalizer
-from dynamics.optim.partition import matrix_optimizer, matrix_shape, to_matrices
+from dynamics.optim.partition import matrix_optimizer, matrix_shape
 
 
 class AdaGOState(NamedTuple):
@@ -110,40 +109,30 @@ def scale_by_adago(
         orthogonalizer, coeffs=ns_coeffs, steps=ns_steps, dtype=compute_dtype
     )
 
-    def init_fn(params):
-        def v_sq(p):
-            batch = matrix_shape(p.shape, batch_ndim)[0]
-            return jnp.full((batch,), v0**2, accumulation_dtype(p.dtype))
+    # Applied to the (B, fan_in, fan_out) matrix view: one batch axis.
+    factor = functools.partial(shape_factor, scaling=scaling, rms=rms, batch_ndim=1, layout=layout)
 
-        return AdaGOState(
-            count=jnp.zeros([], jnp.int32),
-            mu=init_momentum(params, mu_dtype),
-            v_sq=jax.tree.map(v_sq, params),
-        )
+    def init_v_sq(p):
+        batch = matrix_shape(p.shape, batch_ndim)[0]
+        return jnp.full((batch,), v0**2, accumulation_dtype(p.dtype))
 
-    def update_fn(updates, state, params=None):
-        del params
-        count = optax.safe_increment(state.count)
+    def step(u, g, count, v_sq):
+        del count
+        clipped = jnp.minimum(frobenius(g)[:, 0, 0], gamma)
+        v_sq = v_sq + jnp.square(clipped)
+        size = jnp.maximum(min_step, clipped * jax.lax.rsqrt(v_sq))
+        o = orth(u).astype(v_sq.dtype) * size[:, None, None]
+        return factor(g.shape) * o, v_sq
 
-        def leaf(g, m, v_sq):
-            m, u = momentum_direction(
-                g, m, count, beta=beta, nesterov=nesterov, bias_correction=False
-            )
-            gnorm = frobenius(to_matrices(g, batch_ndim))[:, 0, 0]
-            clipped = jnp.minimum(gnorm, gamma)
-            v_sq = v_sq + jnp.square(clipped)
-            step = jnp.maximum(min_step, clipped * jax.lax.rsqrt(v_sq))
-            o = orth(to_matrices(u, batch_ndim)).astype(v_sq.dtype) * step[:, None, None]
-            c = shape_factor(
-                g.shape, scaling=scaling, rms=rms, batch_ndim=batch_ndim, layout=layout
-            )
-            return (c * o).reshape(g.shape).astype(g.dtype), m, v_sq
-
-        out = jax.tree.map(leaf, updates, state.mu, state.v_sq)
-        new_updates, mu, v_sq = split_tree(updates, out, 3)
-        return new_updates, AdaGOState(count=count, mu=mu, v_sq=v_sq)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return scale_by_matrix_momentum(
+        step,
+        state=AdaGOState,
+        beta=beta,
+        nesterov=nesterov,
+        mu_dtype=mu_dtype,
+        batch_ndim=batch_ndim,
+        init_stats=init_v_sq,
+    )
 
 
 def adago(

@@ -12,19 +12,16 @@ import math
 from typing import Any, NamedTuple
 
 import chex
-import jax
 import jax.numpy as jnp
 import optax
 
 from dynamics.optim.common import (
     accumulation_dtype,
     frobenius,
-    init_momentum,
-    momentum_direction,
-    split_tree,
+    scale_by_matrix_momentum,
 )
 from dynamics.optim.orthogonalizers import resolve_orthogonalizer
-from dynamics.optim.partition import matrix_optimizer, to_matrices
+from dynamics.optim.partition import matrix_optimizer
 
 
 class AdaMuonState(NamedTuple):
@@ -80,36 +77,28 @@ def scale_by_adamuon(
         orthogonalizer, coeffs=ns_coeffs, steps=ns_steps, dtype=compute_dtype
     )
 
-    def init_fn(params):
-        return AdaMuonState(
-            count=jnp.zeros([], jnp.int32),
-            mu=init_momentum(params, mu_dtype),
-            nu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=accumulation_dtype(p.dtype)), params),
-        )
+    def init_nu(p):
+        return jnp.zeros_like(p, dtype=accumulation_dtype(p.dtype))
 
-    def update_fn(updates, state, params=None):
-        del params
-        count = optax.safe_increment(state.count)
+    def step(u, g, count, v):
+        if sign_stabilize:
+            u = jnp.sign(u)
+        o = orth(u).astype(v.dtype)
+        bc2 = 1 - b2 ** count.astype(v.dtype)
+        v = b2 * v + (1 - b2) * jnp.square(o).reshape(v.shape)
+        o = o / (jnp.sqrt(v.reshape(o.shape) / bc2) + eps)
+        size = o.shape[-2] * o.shape[-1]
+        return o * (rms * math.sqrt(size)) / (frobenius(o) + 1e-12), v
 
-        def leaf(g, m, v):
-            m, u = momentum_direction(
-                g, m, count, beta=beta, nesterov=nesterov, bias_correction=False
-            )
-            if sign_stabilize:
-                u = jnp.sign(u)
-            o = orth(to_matrices(u, batch_ndim)).astype(v.dtype)
-            bc2 = 1 - b2 ** count.astype(v.dtype)
-            v = b2 * v + (1 - b2) * jnp.square(o).reshape(v.shape)
-            o = o / (jnp.sqrt(to_matrices(v, batch_ndim) / bc2) + eps)
-            size = o.shape[-2] * o.shape[-1]
-            o = o * (rms * math.sqrt(size)) / (frobenius(o) + 1e-12)
-            return o.reshape(g.shape).astype(g.dtype), m, v
-
-        out = jax.tree.map(leaf, updates, state.mu, state.nu)
-        new_updates, mu, nu = split_tree(updates, out, 3)
-        return new_updates, AdaMuonState(count=count, mu=mu, nu=nu)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return scale_by_matrix_momentum(
+        step,
+        state=AdaMuonState,
+        beta=beta,
+        nesterov=nesterov,
+        mu_dtype=mu_dtype,
+        batch_ndim=batch_ndim,
+        init_stats=init_nu,
+    )
 
 
 def adamuon(

@@ -8,9 +8,9 @@ in :mod:`dynamics.optim.common` (Flax ``(in, out)`` layout by default).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -18,14 +18,12 @@ from dynamics.optim.common import (
     accumulation_dtype,
     check_scaling,
     frobenius,
-    init_momentum,
-    momentum_direction,
+    scale_by_matrix_momentum,
     shape_factor,
-    split_tree,
 )
 from dynamics.optim.muon import MuonState
 from dynamics.optim.orthogonalizers import resolve_orthogonalizer
-from dynamics.optim.partition import matrix_optimizer, to_matrices
+from dynamics.optim.partition import matrix_optimizer
 
 
 def scale_by_auon(
@@ -99,31 +97,26 @@ def scale_by_auon(
         else None
     )
 
-    def init_fn(params):
-        return MuonState(count=jnp.zeros([], jnp.int32), mu=init_momentum(params, mu_dtype))
+    # Applied to the (B, fan_in, fan_out) matrix view: one batch axis.
+    factor = functools.partial(shape_factor, scaling=scaling, rms=rms, batch_ndim=1, layout=layout)
 
-    def update_fn(updates, state, params=None):
-        del params
-        count = optax.safe_increment(state.count)
+    def step(u, g, count):
+        del count
+        x = u.astype(accumulation_dtype(u.dtype))
+        if orth is not None:
+            x = orth(x)
+        x = x / (frobenius(x) + 1e-7)
+        r = jnp.sqrt(jnp.mean(jnp.square(jnp.cosh(gamma * x)), axis=(-2, -1), keepdims=True))
+        return (factor(g.shape) * x / (r + 1e-8),)
 
-        def leaf(g, m):
-            m, u = momentum_direction(
-                g, m, count, beta=beta, nesterov=nesterov, bias_correction=False
-            )
-            x = to_matrices(u, batch_ndim).astype(accumulation_dtype(u.dtype))
-            if orth is not None:
-                x = orth(x)
-            x = x / (frobenius(x) + 1e-7)
-            r = jnp.sqrt(jnp.mean(jnp.square(jnp.cosh(gamma * x)), axis=(-2, -1), keepdims=True))
-            c = shape_factor(
-                g.shape, scaling=scaling, rms=rms, batch_ndim=batch_ndim, layout=layout
-            )
-            return (c * x / (r + 1e-8)).reshape(g.shape).astype(g.dtype), m
-
-        new_updates, mu = split_tree(updates, jax.tree.map(leaf, updates, state.mu), 2)
-        return new_updates, MuonState(count=count, mu=mu)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return scale_by_matrix_momentum(
+        step,
+        state=MuonState,
+        beta=beta,
+        nesterov=nesterov,
+        mu_dtype=mu_dtype,
+        batch_ndim=batch_ndim,
+    )
 
 
 def auon(

@@ -21,6 +21,8 @@ r"""Pieces the update rules of this package share: accumulation dtype, momentum,
   for Flax kernels, ``"out_in"`` for PyTorch weights).
 * :func:`split_tree`: a tree of per-leaf tuples (what ``jax.tree.map`` of a multi-output leaf
   function returns) into one tree per output.
+* :func:`scale_by_matrix_momentum`: the skeleton of every rule of the family (count, momentum,
+  matrix view, optional per-leaf statistics), so that a rule's module holds only its own step.
 
 Example:
   >>> import jax.numpy as jnp
@@ -33,12 +35,14 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from dynamics.optim.partition import LAYOUTS, fan_in_out
+from dynamics.optim.partition import LAYOUTS, fan_in_out, to_matrices
 
 SCALINGS = ("shape", "consistent_rms", "spectral", "unit_rms", "none")
 
@@ -112,3 +116,59 @@ def momentum_direction(
 def split_tree(like: Any, out: Any, n: int) -> tuple[Any, ...]:
     """Splits ``out``, a tree of ``n``-tuples shaped like ``like``, into ``n`` trees."""
     return jax.tree.transpose(jax.tree.structure(like), jax.tree.structure((0,) * n), out)
+
+
+def scale_by_matrix_momentum(
+    step: Callable[..., tuple[jax.Array, ...]],
+    *,
+    state: type,
+    beta: float,
+    nesterov: bool,
+    bias_correction: bool = False,
+    mu_dtype: Any = None,
+    batch_ndim: int = 0,
+    init_stats: Callable[[jax.Array], jax.Array] | None = None,
+) -> optax.GradientTransformation:
+    """A momentum rule on the matrix views of its leaves, around the rule's own ``step``.
+
+    Per leaf ``g`` with momentum ``m`` (and, with ``init_stats``, a statistic ``s`` that starts as
+    ``init_stats(param)``): ``m, u = momentum_direction(g, m, count, ...)``, then
+    ``step(u, g, count, [s]) -> (update, [new s])`` with ``u`` and ``g`` as ``(B, m, n)`` matrix
+    views (:func:`dynamics.optim.partition.to_matrices`). The update is reshaped to the leaf's
+    shape and cast to its dtype.
+
+    Args:
+      step: the rule's step (see above); ``count`` is the number of updates including this one.
+      state: the rule's NamedTuple state class, built as ``state(count, mu)`` or, with
+        ``init_stats``, ``state(count, mu, stats)``.
+      beta, nesterov, bias_correction: the momentum (:func:`momentum_direction`).
+      mu_dtype: momentum dtype (default: the leaf's).
+      batch_ndim: leading axes of every leaf that index independent matrices.
+      init_stats: the initial statistic of a parameter leaf, or None for a rule without one.
+    """
+    stateful = init_stats is not None
+
+    def init_fn(params):
+        fields = [jnp.zeros([], jnp.int32), init_momentum(params, mu_dtype)]
+        if stateful:
+            fields.append(jax.tree.map(init_stats, params))
+        return state(*fields)
+
+    def update_fn(updates, opt_state, params=None):
+        del params
+        count = optax.safe_increment(opt_state.count)
+
+        def leaf(g, m, *stats):
+            m, u = momentum_direction(
+                g, m, count, beta=beta, nesterov=nesterov, bias_correction=bias_correction
+            )
+            out, *stats = step(
+                to_matrices(u, batch_ndim), to_matrices(g, batch_ndim), count, *stats
+            )
+            return (out.reshape(g.shape).astype(g.dtype), m, *stats)
+
+        trees = (updates, opt_state.mu, *opt_state[2:3])
+        new_updates, mu, *stats = split_tree(updates, jax.tree.map(leaf, *trees), len(trees))
+        return new_updates, state(count, mu, *stats)
+
+    return optax.GradientTransformation(init_fn, update_fn)

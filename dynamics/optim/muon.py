@@ -10,22 +10,19 @@ and the ``scaling=`` modes are documented in :mod:`dynamics.optim.common`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import chex
-import jax
-import jax.numpy as jnp
 import optax
 
 from dynamics.optim.common import (
     check_scaling,
-    init_momentum,
-    momentum_direction,
+    scale_by_matrix_momentum,
     shape_factor,
-    split_tree,
 )
 from dynamics.optim.orthogonalizers import resolve_orthogonalizer
-from dynamics.optim.partition import matrix_optimizer, to_matrices
+from dynamics.optim.partition import matrix_optimizer
 
 
 class MuonState(NamedTuple):
@@ -98,27 +95,22 @@ def scale_by_muon(
         orthogonalizer, coeffs=ns_coeffs, steps=ns_steps, eps=eps, dtype=compute_dtype
     )
 
-    def init_fn(params):
-        return MuonState(count=jnp.zeros([], jnp.int32), mu=init_momentum(params, mu_dtype))
+    # Applied to the (B, fan_in, fan_out) matrix view: one batch axis.
+    factor = functools.partial(shape_factor, scaling=scaling, rms=rms, batch_ndim=1, layout=layout)
 
-    def update_fn(updates, state, params=None):
-        del params
-        count = optax.safe_increment(state.count)
+    def step(u, g, count):
+        del count
+        return (factor(g.shape) * orth(u),)
 
-        def leaf(g, m):
-            m, u = momentum_direction(
-                g, m, count, beta=beta, nesterov=nesterov, bias_correction=bias_correction
-            )
-            o = orth(to_matrices(u, batch_ndim)).reshape(g.shape)
-            s = shape_factor(
-                g.shape, scaling=scaling, rms=rms, batch_ndim=batch_ndim, layout=layout
-            )
-            return (s * o).astype(g.dtype), m
-
-        new_updates, mu = split_tree(updates, jax.tree.map(leaf, updates, state.mu), 2)
-        return new_updates, MuonState(count=count, mu=mu)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return scale_by_matrix_momentum(
+        step,
+        state=MuonState,
+        beta=beta,
+        nesterov=nesterov,
+        bias_correction=bias_correction,
+        mu_dtype=mu_dtype,
+        batch_ndim=batch_ndim,
+    )
 
 
 def muon(

@@ -9,6 +9,7 @@ weight).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import chex
@@ -20,13 +21,11 @@ from dynamics.optim.common import (
     accumulation_dtype,
     check_scaling,
     frobenius,
-    init_momentum,
-    momentum_direction,
+    scale_by_matrix_momentum,
     shape_factor,
-    split_tree,
 )
 from dynamics.optim.orthogonalizers import resolve_orthogonalizer
-from dynamics.optim.partition import matrix_optimizer, matrix_shape, to_matrices
+from dynamics.optim.partition import matrix_optimizer, matrix_shape
 
 
 class NorMuonState(NamedTuple):
@@ -93,40 +92,31 @@ def scale_by_normuon(
     )
     axis = _neuron_axis(layout)
 
-    def init_fn(params):
-        def nu(p):
-            shape = list(matrix_shape(p.shape, batch_ndim))
-            shape[axis] = 1
-            return jnp.zeros(shape, accumulation_dtype(p.dtype))
+    # Applied to the (B, fan_in, fan_out) matrix view: one batch axis.
+    factor = functools.partial(shape_factor, scaling=scaling, rms=rms, batch_ndim=1, layout=layout)
 
-        return NorMuonState(
-            count=jnp.zeros([], jnp.int32),
-            mu=init_momentum(params, mu_dtype),
-            nu=jax.tree.map(nu, params),
-        )
+    def init_nu(p):
+        shape = list(matrix_shape(p.shape, batch_ndim))
+        shape[axis] = 1
+        return jnp.zeros(shape, accumulation_dtype(p.dtype))
 
-    def update_fn(updates, state, params=None):
-        del params
-        count = optax.safe_increment(state.count)
+    def step(u, g, count, s):
+        del count
+        o = orth(u).astype(s.dtype)
+        s = b2 * s + (1 - b2) * jnp.mean(jnp.square(o), axis=axis, keepdims=True)
+        o_tilde = o * jax.lax.rsqrt(jnp.maximum(s, eps))
+        o_tilde = o_tilde * (frobenius(o) / jnp.maximum(frobenius(o_tilde), 1e-10))
+        return factor(g.shape) * o_tilde, s
 
-        def leaf(g, m, s):
-            m, u = momentum_direction(
-                g, m, count, beta=beta, nesterov=nesterov, bias_correction=False
-            )
-            o = orth(to_matrices(u, batch_ndim)).astype(s.dtype)
-            s = b2 * s + (1 - b2) * jnp.mean(jnp.square(o), axis=axis, keepdims=True)
-            o_tilde = o * jax.lax.rsqrt(jnp.maximum(s, eps))
-            o_tilde = o_tilde * (frobenius(o) / jnp.maximum(frobenius(o_tilde), 1e-10))
-            c = shape_factor(
-                g.shape, scaling=scaling, rms=rms, batch_ndim=batch_ndim, layout=layout
-            )
-            return (c * o_tilde).reshape(g.shape).astype(g.dtype), m, s
-
-        out = jax.tree.map(leaf, updates, state.mu, state.nu)
-        new_updates, mu, nu = split_tree(updates, out, 3)
-        return new_updates, NorMuonState(count=count, mu=mu, nu=nu)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return scale_by_matrix_momentum(
+        step,
+        state=NorMuonState,
+        beta=beta,
+        nesterov=nesterov,
+        mu_dtype=mu_dtype,
+        batch_ndim=batch_ndim,
+        init_stats=init_nu,
+    )
 
 
 def normuon(

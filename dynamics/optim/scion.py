@@ -37,14 +37,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import optax
 
-from dynamics.optim.common import accumulation_dtype, init_momentum, split_tree
+from dynamics.optim.common import accumulation_dtype, scale_by_matrix_momentum
 from dynamics.optim.muon import MuonState
 from dynamics.optim.orthogonalizers import resolve_orthogonalizer
-from dynamics.optim.partition import fan_in_out, matrix_optimizer, to_matrices
+from dynamics.optim.partition import fan_in_out, matrix_optimizer
 
 NORMS = ("spectral", "sign", "column", "row")
 
@@ -74,7 +73,7 @@ def scale_by_scion(
       norm: ``"spectral"``, ``"sign"``, ``"column"`` or ``"row"`` (module doc).
       radius: the norm-ball radius ``rho``.
       ns_coeffs, ns_steps, orthogonalizer, compute_dtype: the orthogonalizer of ``"spectral"``,
-        as in :func:`dynamics.optim.orthogonal.scale_by_muon`.
+        as in :func:`dynamics.optim.muon.scale_by_muon`.
       layout: ``"in_out"`` (Flax) or ``"out_in"`` (PyTorch): which axis is the fan-in of the
         ``"spectral"`` factor; the other norms ignore it.
       batch_ndim: leading axes of every leaf that index independent matrices.
@@ -96,29 +95,21 @@ def scale_by_scion(
 
     def direction(d, shape):
         if norm == "spectral":
-            fan_in, fan_out = fan_in_out(shape, batch_ndim, layout)
+            fan_in, fan_out = fan_in_out(shape, 1, layout)  # of the (B, fan_in, fan_out) view
             return math.sqrt(fan_out / fan_in) * orth(d)
         if norm == "sign":
             return jnp.sign(d)
         d = d.astype(accumulation_dtype(d.dtype))
         return _normalize_lines(d, axis=-2 if norm == "column" else -1)
 
-    def init_fn(params):
-        return MuonState(count=jnp.zeros([], jnp.int32), mu=init_momentum(params, mu_dtype))
+    def step(d, g, count):
+        # d is the EMA momentum itself (heavy ball, no Nesterov look-ahead).
+        del count
+        return (radius * direction(d, g.shape),)
 
-    def update_fn(updates, state, params=None):
-        del params
-        count = optax.safe_increment(state.count)
-
-        def leaf(g, m):
-            m = (beta * m + (1 - beta) * g.astype(m.dtype)).astype(m.dtype)
-            d = to_matrices(m.astype(g.dtype), batch_ndim)
-            return (radius * direction(d, g.shape)).reshape(g.shape).astype(g.dtype), m
-
-        new_updates, mu = split_tree(updates, jax.tree.map(leaf, updates, state.mu), 2)
-        return new_updates, MuonState(count=count, mu=mu)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return scale_by_matrix_momentum(
+        step, state=MuonState, beta=beta, nesterov=False, mu_dtype=mu_dtype, batch_ndim=batch_ndim
+    )
 
 
 def scion(
