@@ -118,13 +118,11 @@ def adamuon(
     mu_dtype: Any = None,
     weight_decay: float = 0.0,
     labels: Any = None,
-    adam_learning_rate: optax.ScalarOrSchedule | None = None,
-    adam_b1: float = 0.9,
-    adam_b2: float = 0.999,
-    adam_eps: float = 1e-8,
-    adam_weight_decay: float = 0.0,
+    fallback: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """AdaMuon on matrices, AdamW on the rest; see :func:`scale_by_adamuon`.
+
+    ``labels`` and ``fallback`` (the other leaves): as in :func:`dynamics.optim.muon.muon`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -151,9 +149,5 @@ def adamuon(
         weight_decay=weight_decay,
         labels=labels,
         batch_ndim=batch_ndim,
-        adam_learning_rate=adam_learning_rate,
-        adam_b1=adam_b1,
-        adam_b2=adam_b2,
-        adam_eps=adam_eps,
-        adam_weight_decay=adam_weight_decay,
+        fallback=fallback,
     )

@@ -136,14 +136,12 @@ def auon(
     mu_dtype: Any = None,
     weight_decay: float = 0.0,
     labels: Any = None,
-    adam_learning_rate: optax.ScalarOrSchedule | None = None,
-    adam_b1: float = 0.9,
-    adam_b2: float = 0.999,
-    adam_eps: float = 1e-8,
-    adam_weight_decay: float = 0.0,
+    fallback: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """AuON (``ns_steps=0``) or hybrid AuON on matrices, AdamW on the rest; see
     :func:`scale_by_auon`.
+
+    ``labels`` and ``fallback`` (the other leaves): as in :func:`dynamics.optim.muon.muon`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -170,11 +168,7 @@ def auon(
         weight_decay=weight_decay,
         labels=labels,
         batch_ndim=batch_ndim,
-        adam_learning_rate=adam_learning_rate,
-        adam_b1=adam_b1,
-        adam_b2=adam_b2,
-        adam_eps=adam_eps,
-        adam_weight_decay=adam_weight_decay,
+        fallback=fallback,
     )
 
 
@@ -195,11 +189,7 @@ def auon_hybrid(
     mu_dtype: Any = None,
     weight_decay: float = 0.0,
     labels: Any = None,
-    adam_learning_rate: optax.ScalarOrSchedule | None = None,
-    adam_b1: float = 0.9,
-    adam_b2: float = 0.999,
-    adam_eps: float = 1e-8,
-    adam_weight_decay: float = 0.0,
+    fallback: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Hybrid AuON: :func:`auon` with ``ns_steps=1`` by default.
 
@@ -233,9 +223,5 @@ def auon_hybrid(
         mu_dtype=mu_dtype,
         weight_decay=weight_decay,
         labels=labels,
-        adam_learning_rate=adam_learning_rate,
-        adam_b1=adam_b1,
-        adam_b2=adam_b2,
-        adam_eps=adam_eps,
-        adam_weight_decay=adam_weight_decay,
+        fallback=fallback,
     )

@@ -131,16 +131,16 @@ def muon(
     mu_dtype: Any = None,
     weight_decay: float = 0.0,
     labels: Any = None,
-    adam_learning_rate: optax.ScalarOrSchedule | None = None,
-    adam_b1: float = 0.9,
-    adam_b2: float = 0.999,
-    adam_eps: float = 1e-8,
-    adam_weight_decay: float = 0.0,
+    fallback: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Muon on matrices, AdamW on the rest; see :func:`scale_by_muon`.
 
     Decoupled weight decay on matrices: ``p <- p - lr (Delta + weight_decay p)``. Reference
-    defaults: ``learning_rate=0.02``, ``beta=0.95``, 5 Newton-Schulz steps.
+    defaults: ``learning_rate=0.02``, ``beta=0.95``, 5 Newton-Schulz steps. ``labels`` chooses
+    the matrix leaves (:func:`dynamics.optim.partition.default_labels` by default); every other
+    leaf goes to ``fallback``, a transform (default ``optax.adamw(learning_rate)`` without
+    decay). A config sets that AdamW with ``adam_learning_rate``, ``adam_b1``, ``adam_b2``,
+    ``adam_eps`` and ``adam_weight_decay`` (:func:`dynamics.optim.registry.with_adamw_fallback`).
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -170,9 +170,5 @@ def muon(
         weight_decay=weight_decay,
         labels=labels,
         batch_ndim=batch_ndim,
-        adam_learning_rate=adam_learning_rate,
-        adam_b1=adam_b1,
-        adam_b2=adam_b2,
-        adam_eps=adam_eps,
-        adam_weight_decay=adam_weight_decay,
+        fallback=fallback,
     )

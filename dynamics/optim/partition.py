@@ -121,23 +121,25 @@ def matrix_optimizer(
     adam_b2: float = 0.999,
     adam_eps: float = 1e-8,
     adam_weight_decay: float = 0.0,
+    fallback: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """The optax alias of a matrix rule, with the AdamW fallback for non-matrix leaves.
 
     Matrices: ``scale_tx -> add_decayed_weights(weight_decay) -> scale_by_learning_rate``, so the
     decoupled decay is ``p <- p - lr (u + wd p)`` as in ``optax.adamw``. Other leaves:
-    ``optax.adamw(adam_learning_rate or learning_rate, ...)``.
+    ``fallback`` when given, else ``optax.adamw(adam_learning_rate or learning_rate, ...)``.
     """
     matrix_tx = optax.chain(
         scale_tx,
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
-    fallback_tx = adamw_fallback(
-        learning_rate if adam_learning_rate is None else adam_learning_rate,
-        b1=adam_b1,
-        b2=adam_b2,
-        eps=adam_eps,
-        weight_decay=adam_weight_decay,
-    )
-    return with_fallback(matrix_tx, fallback_tx, labels=labels, batch_ndim=batch_ndim)
+    if fallback is None:
+        fallback = adamw_fallback(
+            learning_rate if adam_learning_rate is None else adam_learning_rate,
+            b1=adam_b1,
+            b2=adam_b2,
+            eps=adam_eps,
+            weight_decay=adam_weight_decay,
+        )
+    return with_fallback(matrix_tx, fallback, labels=labels, batch_ndim=batch_ndim)

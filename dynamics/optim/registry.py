@@ -56,6 +56,7 @@ from dynamics.optim.auon import auon, auon_hybrid
 from dynamics.optim.conda import conda
 from dynamics.optim.muon import muon
 from dynamics.optim.normuon import normuon
+from dynamics.optim.partition import adamw_fallback
 from dynamics.optim.psgd_kron import kron
 from dynamics.optim.scion import scion
 from dynamics.optim.shampoo import shampoo
@@ -175,6 +176,35 @@ def gradient_norm_regularization_config(
     )
 
 
+def with_adamw_fallback(alias: Callable[..., Any]) -> Callable[..., Any]:
+    """The config-facing constructor of a matrix rule whose alias takes ``fallback=`` (the
+    transform for non-matrix leaves): the alias's keyword arguments, with ``fallback`` replaced by
+    the AdamW fields ``adam_learning_rate`` (None: the rule's), ``adam_b1``, ``adam_b2``,
+    ``adam_eps`` and ``adam_weight_decay`` of :func:`dynamics.optim.partition.adamw_fallback`.
+
+    The signature is spelled out for :func:`dynamics.registry.check_kwargs` (and
+    ``optax.inject_hyperparams``), so a config's unknown field still fails by name.
+    """
+    adam = {
+        f"adam_{n}": p.replace(name=f"adam_{n}", kind=inspect.Parameter.KEYWORD_ONLY)
+        for n, p in inspect.signature(adamw_fallback).parameters.items()
+    }
+    adam["adam_learning_rate"] = adam["adam_learning_rate"].replace(default=None)
+    signature = inspect.signature(alias)
+    params = [p for n, p in signature.parameters.items() if n != "fallback"]
+
+    def build(learning_rate, **kwargs):
+        fields = {n[len("adam_") :]: kwargs.pop(n) for n in adam if n in kwargs}
+        fallback_lr = fields.pop("learning_rate", None)
+        fallback = adamw_fallback(learning_rate if fallback_lr is None else fallback_lr, **fields)
+        return alias(learning_rate, fallback=fallback, **kwargs)
+
+    build.__signature__ = signature.replace(parameters=[*params, *adam.values()])
+    build.__name__ = build.__qualname__ = alias.__name__
+    build.__doc__ = alias.__doc__
+    return build
+
+
 # ----------------------------------------------------------------------------- metadata
 def _gd(kwargs, lr):
     return thresholds.gd_threshold(lr)
@@ -233,13 +263,13 @@ TABLE: dict[str, dict[str, Component]] = {
         "gradient_norm_regularization": Component(
             gradient_norm_regularization_config, extra_args=SHARPNESS_AWARE
         ),
-        "muon": Component(muon),
-        "adamuon": Component(adamuon),
-        "normuon": Component(normuon),
-        "adago": Component(adago),
-        "auon": Component(auon),
-        "auon_hybrid": Component(auon_hybrid),
-        "scion": Component(scion),
+        "muon": Component(with_adamw_fallback(muon)),
+        "adamuon": Component(with_adamw_fallback(adamuon)),
+        "normuon": Component(with_adamw_fallback(normuon)),
+        "adago": Component(with_adamw_fallback(adago)),
+        "auon": Component(with_adamw_fallback(auon)),
+        "auon_hybrid": Component(with_adamw_fallback(auon_hybrid)),
+        "scion": Component(with_adamw_fallback(scion)),
         "conda": Component(conda),
         "shampoo": Component(shampoo),
         "soap": Component(soap),

@@ -128,13 +128,11 @@ def scion(
     mu_dtype: Any = None,
     weight_decay: float = 0.0,
     labels: Any = None,
-    adam_learning_rate: optax.ScalarOrSchedule | None = None,
-    adam_b1: float = 0.9,
-    adam_b2: float = 0.999,
-    adam_eps: float = 1e-8,
-    adam_weight_decay: float = 0.0,
+    fallback: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Scion on matrices (uSCG, or Frank-Wolfe SCG with ``constrained=True``), AdamW on the rest.
+
+    ``labels`` and ``fallback`` (the other leaves): as in :func:`dynamics.optim.muon.muon`.
 
     ``constrained=True`` uses ``weight_decay = 1`` (``p <- (1 - lr) p - lr radius dir``); then
     ``weight_decay`` must be left at 0 and the learning rate should lie in [0, 1].
@@ -164,9 +162,5 @@ def scion(
         weight_decay=1.0 if constrained else weight_decay,
         labels=labels,
         batch_ndim=batch_ndim,
-        adam_learning_rate=adam_learning_rate,
-        adam_b1=adam_b1,
-        adam_b2=adam_b2,
-        adam_eps=adam_eps,
-        adam_weight_decay=adam_weight_decay,
+        fallback=fallback,
     )

@@ -274,16 +274,22 @@ def test_muon_equals_optax_contrib_muon():
             np.testing.assert_allclose(p1[k], p2[k], atol=1e-5, rtol=1e-5)
 
 
-def test_alias_decoupled_weight_decay_and_fallback():
+@pytest.mark.parametrize("route", ["transform", "config"])
+def test_alias_decoupled_weight_decay_and_fallback(route):
+    """The non-matrix leaves go to the fallback transform; a config names its AdamW fields."""
     p_np = {"w": RNG.normal(size=(6, 10)), "b": RNG.normal(size=(10,))}
     g_np = {"w": RNG.normal(size=(6, 10)), "b": RNG.normal(size=(10,))}
     with jax.enable_x64(True):
         p, g = jax.tree.map(jnp.asarray, p_np), jax.tree.map(jnp.asarray, g_np)
-        tx = muon(0.1, weight_decay=0.5, orthogonalizer="svd", adam_weight_decay=0.2)
+        adamw = optax.adamw(0.05, b1=0.8, weight_decay=0.2)
+        if route == "transform":
+            tx = muon(0.1, weight_decay=0.5, orthogonalizer="svd", fallback=adamw)
+        else:
+            fields = dict(adam_learning_rate=0.05, adam_b1=0.8, adam_weight_decay=0.2)
+            kwargs = dict(learning_rate=0.1, weight_decay=0.5, orthogonalizer="svd", **fields)
+            tx = OPTIMIZERS.build("muon", kwargs, "optimizer")
         u, _ = tx.update(g, tx.init(p), p)
-        adam_u, _ = optax.adamw(0.1, weight_decay=0.2).update(
-            {"b": g["b"]}, optax.adamw(0.1, weight_decay=0.2).init({"b": p["b"]}), {"b": p["b"]}
-        )
+        adam_u, _ = adamw.update({"b": g["b"]}, adamw.init({"b": p["b"]}), {"b": p["b"]})
     expected_w = -0.1 * (
         math.sqrt(10 / 6) * np_polar(np.asarray(g["w"])) + 0.5 * np.asarray(p["w"])
     )
