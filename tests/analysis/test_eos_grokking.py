@@ -1,8 +1,9 @@
 """EoS and grokking summaries on synthetic records with known answers."""
 
 import numpy as np
+import pytest
 
-from dynamics.analysis.eos import eos_summary, first_crossing, loss_windows
+from dynamics.analysis.eos import eos_summary, first_crossing, loss_windows, optimizer_threshold
 from dynamics.analysis.grokking import grokking_summary, plot_arms
 
 
@@ -66,3 +67,16 @@ def test_grokking_summary_and_figure(tmp_path):
     assert never["steps_to_train"] is None and never["delay"] is None
     plot_arms([("a", _records()), ("b", _records())], tmp_path / "g.png")
     assert (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_optimizer_threshold_reads_the_configured_momentum_through_the_table():
+    """threshold="optimizer": heavy ball (2 + 2b)/lr with the config's b (the registry default 0.9
+    when unset); Nesterov (2 + 2b)/(lr (1 + 2b)); a rule without a closed form is an error."""
+    assert optimizer_threshold({"name": "momentum", "learning_rate": 0.1, "momentum": 0.5}) == (
+        pytest.approx(3.0 / 0.1)
+    )
+    assert optimizer_threshold({"name": "momentum", "learning_rate": 0.1}) == pytest.approx(38.0)
+    nesterov = {"name": "nesterov", "learning_rate": 0.2, "momentum": 0.8}
+    assert optimizer_threshold(nesterov) == pytest.approx(3.6 / (0.2 * 2.6))
+    with pytest.raises(ValueError, match="adam"):
+        optimizer_threshold({"name": "adam", "learning_rate": 0.1})
