@@ -47,9 +47,11 @@ def _abstract(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException, limit: int = 120) -> str:
+    """``Type: first line`` of ``error``, cut at ``limit`` characters (TensorStore's run long)."""
     lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Checkpoints:
@@ -103,7 +105,10 @@ class Checkpoints:
                 aside = self.directory.with_name(self.directory.name + "-unreadable")
                 aside.mkdir(exist_ok=True)
                 for bad, _ in unreadable:
-                    shutil.move(self.directory / str(bad), aside / str(bad))
+                    target, n = aside / str(bad), 1
+                    while target.exists():  # the same step found unreadable again
+                        target, n = aside / f"{bad}.{n}", n + 1
+                    shutil.move(self.directory / str(bad), target)
                 self.manager.reload()
             return step, state, probes, unreadable
         raise UnreadableCheckpoints(unreadable)
