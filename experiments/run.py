@@ -172,8 +172,6 @@ def main(argv: list[str]) -> int:
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("workdir ready")
 
-    if is_main:
-        print(f"run directory: {workdir}", file=sys.stderr, flush=True)
     try:
         summary = train(run, workdir, resume=plan, start_time=START)
     except ConfigError as e:  # every checkpoint unreadable: nothing was changed

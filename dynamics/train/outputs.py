@@ -10,7 +10,8 @@
 * ``summary.json`` (:mod:`dynamics.train.summary`): how the run ended, with the ``resumes``.
 
 Only process 0 writes; the others keep no records (their summary has an empty ``final``).
-Nothing is written before :meth:`RunOutputs.start`, which the loop calls once the state it starts
+:meth:`RunOutputs.start` prints the run directory on stderr (so a log names it from the start).
+Nothing is written before it, which the loop calls once the state it starts
 from is known (a resume whose checkpoints are all unreadable leaves the directory untouched).
 
 Example:
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 from typing import Any
 
 from dynamics.train import metrics, summary
@@ -56,6 +58,8 @@ class RunOutputs:
         self.start_step = step
         if not self.is_main:
             return
+        resumed = f" (resuming at step {step})" if resume is not None else ""
+        print(f"run directory: {self.workdir}{resumed}", file=sys.stderr, flush=True)
         if resume is None:
             self.metrics_path.unlink(missing_ok=True)
         else:
