@@ -10,10 +10,16 @@ one compilation for every chunk length) with host *events* at the steps where so
 happen: a metrics record (``log_every``), a probe (``probes.<name>.every``; the full-dataset
 ``evaluation`` probe every ``eval_every``), a checkpoint (``checkpoint_every``) and the last step.
 At step 0 the probes run on the initial parameters. Between events nothing crosses the host.
+Each pass of the loop is: a chunk, the divergence check (found on device by the chunk), the
+record, the checkpoint, the stop (early-stopping target, SIGTERM/SIGINT). The pieces around it
+have their own modules: the files of the run (:mod:`dynamics.train.outputs`), its clock and
+progress report (:mod:`dynamics.train.chrono`), the signals (:mod:`dynamics.train.interrupts`),
+what a resume accepts (:mod:`dynamics.train.resume`).
 
-Resuming restores the last complete checkpoint (train state and probe states) and truncates
-``metrics.jsonl`` to its step; minibatches are a pure function of ``(seed, step)``, so the resumed
-run writes the same records as an uninterrupted one.
+Resuming restores the newest readable checkpoint (train state and probe states; an unreadable one
+is moved aside with a warning) and truncates ``metrics.jsonl`` to its step; minibatches are a
+pure function of ``(seed, step)``, so the resumed run writes the same records as an uninterrupted
+one. A diverged run checkpoints the state its diverging step started from, the last finite one.
 
 Example:
   >>> from dynamics.train.config import base_config, validate
@@ -358,11 +364,14 @@ def _all_finite(tree) -> bool:
     return all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
 
 
-def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrupts):
+def _setup(run):
+    """The device mesh, the placed data, the data key, the step-0 state and the probe context."""
     config = run.config
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
     train_set = _place_split(mesh, run.dataset.train)
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    # device_put cannot target another process's devices; a jit can (multi-process runs).
+    data_key = jax.jit(lambda k: k, out_shardings=sharding.replicated(mesh))(data_key)
     state, state_shardings = _init_state(run, mesh, init_key)
     ctx = ProbeContext(
         loss_fn=step.make_loss_fn(run.model.apply, run.per_example_loss),
@@ -376,17 +385,21 @@ def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrup
         mesh=mesh,
         config=config,
     )
+    return mesh, train_set, data_key, state, state_shardings, ctx
+
+
+def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrupts):
+    config = run.config
+    mesh, train_set, data_key, state, state_shardings, ctx = _setup(run)
     probe_states = {name: p.init(ctx, state.params) for name, p in run.probes.items()}
     ckpt = checkpoint.Checkpoints(
         (outputs.workdir / "checkpoints").absolute(), config.keep_checkpoints
     )
+    chrono = None
     try:
         t, state, probe_states = _restore(ckpt, state, probe_states, resume, outputs.is_main)
-        resumed_from = t if resume is not None else None
         outputs.start(t, resume)
         multi_step, traces = _make_multi_step(run, mesh, state_shardings, train_set)
-        # device_put cannot target another process's devices; a jit can (multi-process runs).
-        data_key = jax.jit(lambda k: k, out_shardings=sharding.replicated(mesh))(data_key)
         events = _Schedule(config, run.probes)
 
         def probes_at(t, record):
@@ -397,14 +410,12 @@ def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrup
                 record.update(values)
             return record
 
-        if resumed_from is None:
-            record = probes_at(0, {})
-            if record:
-                outputs.write({"step": 0, **jax.device_get(record)})
+        if resume is None and (record := probes_at(0, {})):
+            outputs.write({"step": 0, **jax.device_get(record)})
 
         bar = outputs.is_main and _progress_bar(config)
         chrono = Chrono(start_time, t, config.num_steps, bar=bar)
-        status, ending = "completed", {}
+        status, ending = "completed", {"stopped_early": False}
         target = config.stop.train_accuracy
         while t < config.num_steps:
             # The first chunk is one step: its end times compilation plus exactly one step.
@@ -415,9 +426,10 @@ def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrup
                 # The multi-step kept the state the diverging step started from (step t - 1).
                 t = diverged_at
                 chrono.chunk_done(t)
-                status, ending = "diverged", {"diverged_step": t}
                 outputs.write({"step": t, **jax.device_get(last), "diverged": True})
-                ending["checkpoint_step"] = _keep_last_finite(ckpt, t - 1, state, probe_states)
+                kept = _keep_last_finite(ckpt, t - 1, state, probe_states)
+                status = "diverged"
+                ending |= {"diverged_step": t, "checkpoint_step": kept}
                 print(
                     f"diverged: the training loss is not finite at step {t}; stopping",
                     file=sys.stderr,
@@ -438,20 +450,20 @@ def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrup
                 print(f"stopped: train accuracy reached {target} at step {t}", file=sys.stderr)
                 break
             if interrupted:
-                status, ending = "interrupted", {"signal": interrupts.name}
+                status, ending["signal"] = "interrupted", interrupts.name
                 break
-        chrono.close()
     finally:
+        if chrono is not None:
+            chrono.close()
         ckpt.close()
         outputs.close()
 
     return outputs.finish(
         status=status,
         step=t,
-        stopped_early=ending.pop("stopped_early", False),
         **ending,
         **chrono.timing(),
-        resumed_from=resumed_from,
+        resumed_from=outputs.start_step if resume is not None else None,
         step_compilations=traces[0],
     )
 
