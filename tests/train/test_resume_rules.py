@@ -7,6 +7,7 @@ import pytest
 from configs import classification
 from dynamics.registry import ConfigError
 from dynamics.train import resume
+from dynamics.train.config import set_field
 
 
 def _recorded(tmp_path, config, steps=(100,)):
@@ -23,11 +24,7 @@ def _config(**changes):
     config = classification.get_config("digits_mlp")
     config.probes.sharpness = {"every": 50, "k": 1}
     for key, value in changes.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        set_field(config, key, value)
     return config
 
 
