@@ -10,7 +10,7 @@ and derives:
 * ``wall_time_sec``: process start to now.
 
 It also reports progress: a tqdm bar on a terminal; otherwise (a Slurm log, a pipe, CI) one line
-on stderr each time the run crosses another ``1 / lines`` of its steps,
+on stderr each time the run crosses another ``1 / lines`` of its steps (``lines=0``: none),
 ``progress: step 300/1000 (30%), loss 0.2718, 812.3 steps/s``, from values the loop already has
 on the host (no extra device sync).
 
@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -57,7 +58,7 @@ class Chrono:
         self._last = None  # (time, step) at the end of the latest chunk
         self._loss: float | None = None  # the latest logged loss
         self._lines = lines
-        self._next_line = self._line_after(step)
+        self._next_line = self._line_after(step) if lines else math.inf
         self._bar = tqdm.tqdm(total=num_steps, initial=step, dynamic_ncols=True) if bar else None
 
     def _line_after(self, step: int) -> int:

@@ -190,9 +190,12 @@ def _check_shapes(config, dataset, model, per_example_loss) -> None:
         )
 
 
-def _progress_bar(config) -> bool:
-    """A tqdm bar on a terminal; otherwise :class:`Chrono` prints progress lines."""
-    return sys.stdout.isatty() and not os.environ.get("CI")
+def _chrono(config, start_time, step, is_main) -> Chrono:
+    """Progress from process 0 if ``config.progress``: a bar on a terminal, else 10 lines."""
+    shown = is_main and bool(config.progress)
+    bar = shown and sys.stdout.isatty() and not os.environ.get("CI")
+    lines = 10 if shown and not bar else 0
+    return Chrono(start_time, step, config.num_steps, bar=bar, lines=lines)
 
 
 class _Schedule:
@@ -413,8 +416,7 @@ def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrup
         if resume is None and (record := probes_at(0, {})):
             outputs.write({"step": 0, **jax.device_get(record)})
 
-        bar = outputs.is_main and _progress_bar(config)
-        chrono = Chrono(start_time, t, config.num_steps, bar=bar)
+        chrono = _chrono(config, start_time, t, outputs.is_main)
         status, ending = "completed", {"stopped_early": False}
         target = config.stop.train_accuracy
         while t < config.num_steps:
