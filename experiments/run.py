@@ -14,6 +14,13 @@ an existing non-empty workdir is refused (code 2) unless ``--resume`` (continue 
 complete checkpoint) or ``--overwrite`` (delete it first). A diverged run is a result: it is
 recorded in ``summary.json`` and exits with code 0.
 
+``--resume`` first compares the config with the recorded ``config.json``
+(:mod:`dynamics.train.resume`: only extensions such as more steps or other logging cadences are
+accepted, and recorded) and refuses a non-empty directory without a checkpoint; an empty or
+absent one starts afresh. SIGTERM or SIGINT stops the run at the end of the chunk in flight with
+a checkpoint and status ``interrupted``, prints the command that resumes it and exits with code
+143 / 130.
+
 Several processes (one per host or GPU) join one run with ``--coordinator_address=host:port
 --num_processes=N --process_id=i``, or automatically under ``srun`` with ``SLURM_NTASKS > 1``;
 give them the same ``--workdir``.
