@@ -14,6 +14,13 @@ an existing non-empty workdir is refused (code 2) unless ``--resume`` (continue 
 complete checkpoint) or ``--overwrite`` (delete it first). A diverged run is a result: it is
 recorded in ``summary.json`` and exits with code 0.
 
+``--resume`` first compares the config with the recorded ``config.json``
+(:mod:`dynamics.train.resume`: only extensions such as more steps or other logging cadences are
+accepted, and recorded) and refuses a non-empty directory without a checkpoint; an empty or
+absent one starts afresh. SIGTERM or SIGINT stops the run at the end of the chunk in flight with
+a checkpoint and status ``interrupted``, prints the command that resumes it and exits with code
+143 / 130.
+
 Several processes (one per host or GPU) join one run with ``--coordinator_address=host:port
 --num_processes=N --process_id=i``, or automatically under ``srun`` with ``SLURM_NTASKS > 1``;
 give them the same ``--workdir``.
@@ -27,8 +34,12 @@ START = time.perf_counter()
 
 import datetime  # noqa: E402
 import pathlib  # noqa: E402
+import shlex  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
+
+ARGV = list(sys.argv)  # as typed: the flag parser below takes overrides out of sys.argv
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -114,6 +125,21 @@ def _check_workdir(workdir: pathlib.Path, resume: bool, overwrite: bool) -> bool
     return False
 
 
+def resume_command(argv: list[str], workdir: pathlib.Path) -> str:
+    """The shell command that resumes the run started by ``argv`` in ``workdir``."""
+    args, skip = [], False
+    for arg in argv[1:]:
+        name = arg.split("=")[0]
+        if skip or name in ("--resume", "--noresume", "--overwrite", "--nooverwrite"):
+            skip = False
+            continue
+        if name == "--workdir":
+            skip = "=" not in arg
+            continue
+        args.append(arg)
+    return shlex.join([sys.executable, "-m", "experiments.run", *args, f"--workdir={workdir}"])
+
+
 def main(argv: list[str]) -> int:
     del argv
     # Orbax logs every checkpoint step at INFO; the run's own output is the progress bar.
@@ -122,6 +148,7 @@ def main(argv: list[str]) -> int:
     from jax.experimental import multihost_utils
 
     from dynamics.registry import ConfigError
+    from dynamics.train import resume
     from dynamics.train.config import parse_override, set_field, validate
     from dynamics.train.distributed import maybe_initialize
     from dynamics.train.loop import build, train
@@ -139,21 +166,39 @@ def main(argv: list[str]) -> int:
         for key, value in _SECTION_OVERRIDES:
             set_field(config, key, parse_override(config, key, value), where=f"--config.{key}")
         validate(config)
+        # Before anything is built or written: the recorded run must be one this config continues.
+        plan = resume.plan(workdir, config) if _RESUME.value else None
         run = build(config)
     except ConfigError as e:
         _fail(str(e))
-    if clear and jax.process_index() == 0:
+    is_main = jax.process_index() == 0
+    if _RESUME.value and plan is None and is_main:
+        print(f"{workdir} is empty or absent: nothing to resume, starting afresh", file=sys.stderr)
+    if clear and is_main:
         shutil.rmtree(workdir)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("workdir ready")
 
-    summary = train(run, workdir, resume=_RESUME.value, start_time=START)
+    try:
+        summary = train(run, workdir, resume=plan, start_time=START)
+    except ConfigError as e:  # every checkpoint unreadable: nothing was changed
+        _fail(str(e))
+    if not is_main:
+        return 0
+    if summary["status"] == "interrupted":
+        print(
+            f"interrupted by {summary['signal']} at step {summary['step']} (checkpointed); "
+            f"resume with: {resume_command(ARGV, workdir)} --resume",
+            file=sys.stderr,
+        )
+        return 128 + getattr(signal, summary["signal"])
     final = summary["final"]
     shown = ", ".join(
-        f"{k}={final[k]:.4g}" for k in ("loss", "train_accuracy", "test_accuracy") if k in final
+        f"{k}={final[k]:.4g}"
+        for k in ("loss", "train_accuracy", "test_accuracy")
+        if final.get(k) is not None
     )
-    if jax.process_index() == 0:
-        print(f"{summary['status']} at step {summary['step']}: {shown} -> {workdir}")
+    print(f"{summary['status']} at step {summary['step']}: {shown} -> {workdir}")
     return 0
 
 

@@ -4,7 +4,6 @@ Each JAX process start costs seconds, so the runs are tiny and few.
 """
 
 import json
-import math
 import os
 import pathlib
 import signal
@@ -12,6 +11,9 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from dynamics.train.metrics import read_records
@@ -139,16 +141,34 @@ def test_sigkill_then_resume_writes_the_uninterrupted_metrics(tmp_path):
     assert read_records(workdir / "metrics.jsonl") == expected
 
 
-def test_divergence_is_a_recorded_result(tmp_path):
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def test_divergence_is_a_recorded_result_in_strict_json(tmp_path):
     result = _run("--config.num_steps=300", "--config.optimizer.learning_rate=1e4",
                   f"--workdir={tmp_path}")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "diverged" in result.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    # Strict JSON: NaN / Infinity literals would raise here.
+    summary = json.loads((tmp_path / "summary.json").read_text(), parse_constant=_no_constant)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line, parse_constant=_no_constant) for line in lines]
     assert summary["status"] == "diverged"
     step = summary["diverged_step"]
     assert 0 < step < 300 and summary["step"] == step
-    records = read_records(tmp_path / "metrics.jsonl")
-    assert records[-1]["step"] == step
-    assert not math.isfinite(records[-1]["loss"])
+    assert records[-1]["step"] == step and records[-1]["diverged"] is True
+    assert records[-1]["loss"] is None  # not finite
+    assert not any("diverged" in r for r in records[:-1])
+    # final: the diverging step's values only, not the step-0 accuracies next to them.
+    assert summary["final_step"] == step
+    assert summary["final"] == {
+        k: v for k, v in records[-1].items() if k not in ("step", "diverged")
+    }
+    assert "train_accuracy" not in summary["final"]
+    # The last finite state, the one the diverging step started from, is checkpointed.
+    assert summary["checkpoint_step"] == step - 1
+    state = ocp.PyTreeCheckpointer().restore(tmp_path / "checkpoints" / str(step - 1) / "state")
+    assert int(state["step"]) == step - 1
+    assert all(np.isfinite(p).all() for p in jax.tree.leaves(state["params"]))
     assert (tmp_path / "plots" / "loss.png").exists()

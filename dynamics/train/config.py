@@ -68,7 +68,8 @@ def base_config() -> ml_collections.ConfigDict:
       analysis.name: an ``ANALYSES`` entry summarizing the run into ``summary.json`` (None: off).
       tensorboard: also write TensorBoard event files (needs tensorboardX).
       plots: write the PNG figures of ``dynamics.train.plots`` into ``plots/`` at the end.
-      progress: show a progress bar when stdout is a terminal.
+      progress: show a progress bar when stdout is a terminal, else a progress line on stderr
+        every 10% of the steps.
     """
     c = ml_collections.ConfigDict()
     c.seed = 0

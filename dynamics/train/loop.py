@@ -10,10 +10,16 @@ one compilation for every chunk length) with host *events* at the steps where so
 happen: a metrics record (``log_every``), a probe (``probes.<name>.every``; the full-dataset
 ``evaluation`` probe every ``eval_every``), a checkpoint (``checkpoint_every``) and the last step.
 At step 0 the probes run on the initial parameters. Between events nothing crosses the host.
+Each pass of the loop is: a chunk, the divergence check (found on device by the chunk), the
+record, the checkpoint, the stop (early-stopping target, SIGTERM/SIGINT). The pieces around it
+have their own modules: the files of the run (:mod:`dynamics.train.outputs`), its clock and
+progress report (:mod:`dynamics.train.chrono`), the signals (:mod:`dynamics.train.interrupts`),
+what a resume accepts (:mod:`dynamics.train.resume`).
 
-Resuming restores the last complete checkpoint (train state and probe states) and truncates
-``metrics.jsonl`` to its step; minibatches are a pure function of ``(seed, step)``, so the resumed
-run writes the same records as an uninterrupted one.
+Resuming restores the newest readable checkpoint (train state and probe states; an unreadable one
+is moved aside with a warning) and truncates ``metrics.jsonl`` to its step; minibatches are a
+pure function of ``(seed, step)``, so the resumed run writes the same records as an uninterrupted
+one. A diverged run checkpoints the state its diverging step started from, the last finite one.
 
 Example:
   >>> from dynamics.train.config import base_config, validate
@@ -28,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import pathlib
 import sys
@@ -41,16 +46,20 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 
 from dynamics.data import Dataset, load_dataset
 from dynamics.losses import LOSSES, accuracy
 from dynamics.models import Model, build_model
 from dynamics.optim import CONSTRAINTS, FILTERS, OPTIMIZERS
 from dynamics.registry import ConfigError
-from dynamics.train import checkpoint, metrics, sharding, step, summary
+from dynamics.train import checkpoint, sharding, step
+from dynamics.train import resume as resume_rules
+from dynamics.train.chrono import Chrono
 from dynamics.train.config import section_kwargs
+from dynamics.train.interrupts import Interrupts
+from dynamics.train.outputs import RunOutputs
 from dynamics.train.probes import PROBES, Probe, ProbeContext
+from dynamics.train.resume import Resume
 from dynamics.train.schedules import SCHEDULES
 from dynamics.train.state import TrainState
 
@@ -181,8 +190,12 @@ def _check_shapes(config, dataset, model, per_example_loss) -> None:
         )
 
 
-def _progress_enabled(config) -> bool:
-    return bool(config.progress) and sys.stdout.isatty() and not os.environ.get("CI")
+def _chrono(config, start_time, step, is_main) -> Chrono:
+    """Progress from process 0 if ``config.progress``: a bar on a terminal, else 10 lines."""
+    shown = is_main and bool(config.progress)
+    bar = shown and sys.stdout.isatty() and not os.environ.get("CI")
+    lines = 10 if shown and not bar else 0
+    return Chrono(start_time, step, config.num_steps, bar=bar, lines=lines)
 
 
 class _Schedule:
@@ -215,8 +228,16 @@ class _Schedule:
         return bool(self.checkpoint_every) and t % self.checkpoint_every == 0
 
 
+class ResumeError(ConfigError):
+    """``--resume`` cannot continue this run directory (one line, nothing written)."""
+
+
 def train(
-    run: Run, workdir, *, resume: bool = False, start_time: float | None = None
+    run: Run,
+    workdir,
+    *,
+    resume: bool | Resume | None = False,
+    start_time: float | None = None,
 ) -> dict[str, Any]:
     """Trains ``run`` in ``workdir`` and returns the summary also written to ``summary.json``.
 
@@ -224,26 +245,33 @@ def train(
       run: from :func:`build`.
       workdir: the run directory (created if needed). The caller decides whether an existing one
         may be used (``experiments.run`` refuses non-empty ones unless resuming or overwriting).
-      resume: continue from the last complete checkpoint in ``workdir`` if there is one.
+      resume: continue from the newest readable checkpoint in ``workdir``: True checks the
+        config against the recorded one first (:func:`dynamics.train.resume.plan`, raising
+        ConfigError), a :class:`~dynamics.train.resume.Resume` is a plan already checked. An
+        empty or absent ``workdir`` starts afresh. Raises :class:`ResumeError` when no
+        checkpoint can be read, leaving the directory as it was.
       start_time: ``time.perf_counter()`` at process start, for the time to the first step.
+
+    SIGTERM and SIGINT stop the run after the chunk in flight, with a checkpoint at that step and
+    status ``interrupted`` (:mod:`dynamics.train.interrupts`).
     """
     start_time = time.perf_counter() if start_time is None else start_time
     config = run.config
     workdir = pathlib.Path(workdir)
+    if resume is True:
+        resume = resume_rules.plan(workdir, config)
     is_main = jax.process_index() == 0
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
-    with jax.enable_x64(config.precision == "float64"):
-        progress = {"step": 0}
+    outputs = RunOutputs(workdir, config, is_main=is_main)
+    single = jax.process_count() == 1
+    with jax.enable_x64(config.precision == "float64"), Interrupts(enabled=single) as interrupts:
         try:
-            return _train(run, workdir, resume, start_time, is_main, progress)
+            return _train(run, outputs, resume or None, start_time, interrupts)
+        except ResumeError:
+            raise
         except Exception as e:
-            if is_main:
-                records = metrics.read_records(workdir / "metrics.jsonl")
-                failed = summary.build(
-                    config, records, status="failed", step=progress["step"], error=repr(e)
-                )
-                summary.write(workdir, failed)
+            outputs.fail(e)
             raise
 
 
@@ -274,58 +302,32 @@ def _init_state(run, mesh, init_key) -> tuple[TrainState, TrainState]:
     return jax.device_put(TrainState(jnp.int32(0), params, opt_state), shardings), shardings
 
 
-def _train(run, workdir, resume, start_time, is_main, progress):
-    config = run.config
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
-    dataset = run.dataset
-    train_set = _place_split(mesh, dataset.train)
-    test_set = _place_split(mesh, dataset.test)
-    init_key, data_key = jax.random.split(jax.random.key(config.seed))
-    state, state_shardings = _init_state(run, mesh, init_key)
-    params = state.params
+def _make_multi_step(run, mesh, state_shardings, train_set) -> tuple[Callable, list[int]]:
+    """The jitted chunk of steps and a one-element list counting its traces.
 
-    loss_fn = step.make_loss_fn(run.model.apply, run.per_example_loss)
-    ctx = ProbeContext(
-        loss_fn=loss_fn,
-        apply_fn=run.model.apply,
-        per_example_loss=run.per_example_loss,
-        train=train_set,
-        test=test_set,
-        num_classes=dataset.num_classes,
-        learning_rate=run.learning_rate,
-        tx=run.tx,
-        mesh=mesh,
-        config=config,
-    )
-    for probe in run.probes.values():
-        probe.setup(ctx)
-    probe_states = {name: p.init(ctx, params) for name, p in run.probes.items()}
-
-    ckpt = checkpoint.Checkpoints((workdir / "checkpoints").absolute(), config.keep_checkpoints)
-    metrics_path = workdir / "metrics.jsonl"
-    records: list[dict] = []
-    resumed_from = ckpt.latest_step() if resume else None
-    if resumed_from is not None:
-        state, probe_states = ckpt.restore(resumed_from, state, probe_states)
-        if is_main:
-            records = metrics.truncate(metrics_path, resumed_from)
-    elif is_main:
-        metrics_path.unlink(missing_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-
+    Every trace of a jitted function is followed by one compilation, so the count is the number
+    of compilations (one for every chunk length when the state's shardings are pinned).
+    """
     one_step = step.make_train_step(
         run.model.apply,
         run.per_example_loss,
-        accuracy if dataset.num_classes is not None else None,
+        accuracy if run.dataset.num_classes is not None else None,
         run.tx,
         run.learning_rate,
-        len(dataset.train["y"]),
-        config.data.batch_size,
+        len(run.dataset.train["y"]),
+        run.config.data.batch_size,
         sharding.batch_sharding(mesh),
     )
+    multi_step = step.make_multi_step(one_step)
+    traces = [0]
+
+    def counted(*args):
+        traces[0] += 1
+        return multi_step(*args)
+
     replicated = sharding.replicated(mesh)
-    multi_step = jax.jit(
-        step.make_multi_step(one_step),
+    jitted = jax.jit(
+        counted,
         in_shardings=(
             state_shardings,
             jax.tree.map(lambda a: a.sharding, train_set),
@@ -335,110 +337,149 @@ def _train(run, workdir, resume, start_time, is_main, progress):
         out_shardings=(state_shardings, replicated, replicated),
         donate_argnums=0,
     )
-    # device_put cannot target another process's devices; a jit can (multi-process runs).
-    data_key = jax.jit(lambda k: k, out_shardings=replicated)(data_key)
+    return jitted, traces
 
-    events = _Schedule(config, run.probes)
-    writer = None
-    if is_main:
-        tb_dir = workdir / "tensorboard" if config.tensorboard else None
-        writer = metrics.MetricWriter(metrics_path, tb_dir)
 
-    def write(record):
-        if writer is not None:
-            records.append(writer.write(record))
-
-    def run_probes(t, record):
-        for name in events.probes_due(t):
-            values, probe_states[name] = run.probes[name](
-                ctx, t, state.params, state.opt_state, probe_states[name]
-            )
-            record.update(values)
-
-    t = int(resumed_from or 0)
-    progress["step"] = t
-    if resumed_from is None:
-        record = {}
-        run_probes(0, record)
-        if record:
-            write({"step": 0, **jax.device_get(record)})
-
-    status, diverged_step, stopped_early = "completed", None, False
-    target = config.stop.train_accuracy
-    bar = tqdm.tqdm(
-        total=config.num_steps, initial=t, disable=not _progress_enabled(config), dynamic_ncols=True
-    )
-    # The first chunk is one step, so its end times compilation plus exactly one step; the rate
-    # counts the steps after it, up to the end of the last chunk.
-    first_step_time = None
-    loop_start = loop_end = None
-    loop_start_step = t
+def _restore(ckpt, state, probe_states, resume, is_main):
+    """``(step, state, probe_states)`` of the newest readable checkpoint (step 0: a fresh start)."""
+    if resume is None:
+        return 0, state, probe_states
     try:
+        t, state, probe_states, unreadable = ckpt.restore_latest(
+            state, probe_states, move_aside=is_main
+        )
+    except checkpoint.UnreadableCheckpoints as e:
+        bad = ", ".join(f"step {s} ({why})" for s, why in e.args[0])
+        raise ResumeError(
+            f"no readable checkpoint in {ckpt.directory}: {bad}; nothing was changed"
+        ) from None
+    for bad, why in unreadable:
+        print(
+            f"warning: checkpoint {ckpt.directory / str(bad)} is unreadable ({why}); resuming "
+            f"from step {t} and moving it to {ckpt.directory.name}-unreadable/",
+            file=sys.stderr,
+        )
+    return int(t), state, probe_states
+
+
+def _all_finite(tree) -> bool:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+
+
+def _setup(run):
+    """The device mesh, the placed data, the data key, the step-0 state and the probe context."""
+    config = run.config
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+    train_set = _place_split(mesh, run.dataset.train)
+    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    # device_put cannot target another process's devices; a jit can (multi-process runs).
+    data_key = jax.jit(lambda k: k, out_shardings=sharding.replicated(mesh))(data_key)
+    state, state_shardings = _init_state(run, mesh, init_key)
+    ctx = ProbeContext(
+        loss_fn=step.make_loss_fn(run.model.apply, run.per_example_loss),
+        apply_fn=run.model.apply,
+        per_example_loss=run.per_example_loss,
+        train=train_set,
+        test=_place_split(mesh, run.dataset.test),
+        num_classes=run.dataset.num_classes,
+        learning_rate=run.learning_rate,
+        tx=run.tx,
+        mesh=mesh,
+        config=config,
+    )
+    for probe in run.probes.values():
+        probe.setup(ctx)
+    return mesh, train_set, data_key, state, state_shardings, ctx
+
+
+def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrupts):
+    config = run.config
+    mesh, train_set, data_key, state, state_shardings, ctx = _setup(run)
+    probe_states = {name: p.init(ctx, state.params) for name, p in run.probes.items()}
+    ckpt = checkpoint.Checkpoints(
+        (outputs.workdir / "checkpoints").absolute(), config.keep_checkpoints
+    )
+    chrono = None
+    try:
+        t, state, probe_states = _restore(ckpt, state, probe_states, resume, outputs.is_main)
+        outputs.start(t, resume)
+        multi_step, traces = _make_multi_step(run, mesh, state_shardings, train_set)
+        events = _Schedule(config, run.probes)
+
+        def probes_at(t, record):
+            for name in events.probes_due(t):
+                values, probe_states[name] = run.probes[name](
+                    ctx, t, state.params, state.opt_state, probe_states[name]
+                )
+                record.update(values)
+            return record
+
+        if resume is None and (record := probes_at(0, {})):
+            outputs.write({"step": 0, **jax.device_get(record)})
+
+        chrono = _chrono(config, start_time, t, outputs.is_main)
+        status, ending = "completed", {"stopped_early": False}
+        target = config.stop.train_accuracy
         while t < config.num_steps:
-            n = 1 if first_step_time is None else events.next_event(t) - t
+            # The first chunk is one step: its end times compilation plus exactly one step.
+            n = 1 if chrono.first_step_time is None else events.next_event(t) - t
             state, last, diverged_at = multi_step(state, train_set, data_key, jnp.int32(n))
             diverged_at = int(diverged_at)  # waits for the chunk
-            loop_end = time.perf_counter()
-            if first_step_time is None:
-                first_step_time = loop_end - start_time
-                loop_start, loop_start_step = loop_end, t + n
             if diverged_at >= 0:
-                status, diverged_step = "diverged", diverged_at
+                # The multi-step kept the state the diverging step started from (step t - 1).
                 t = diverged_at
-                write({"step": t, **jax.device_get(last)})
+                chrono.chunk_done(t)
+                outputs.write({"step": t, **jax.device_get(last), "diverged": True})
+                kept = _keep_last_finite(ckpt, t - 1, state, probe_states)
+                status = "diverged"
+                ending |= {"diverged_step": t, "checkpoint_step": kept}
                 print(
                     f"diverged: the training loss is not finite at step {t}; stopping",
                     file=sys.stderr,
                 )
                 break
             t += n
-            progress["step"] = t
-            record = dict(last) if events.log(t) else {}
-            run_probes(t, record)
+            chrono.chunk_done(t)
+            record = probes_at(t, dict(last) if events.log(t) else {})
             if record:
-                record = jax.device_get(record)
-                write({"step": t, **record})
-                bar.set_postfix(loss=f"{float(record.get('loss', math.nan)):.4g}", refresh=False)
-            bar.update(n)
-            stop = target is not None and record.get("train_accuracy", -1.0) >= target
-            if events.checkpoint(t) or t == config.num_steps or stop:
+                record = outputs.write({"step": t, **jax.device_get(record)})
+            chrono.report(record.get("loss"))
+            stop = target is not None and (record.get("train_accuracy") or -1.0) >= target
+            interrupted = interrupts.signum is not None and t < config.num_steps
+            if events.checkpoint(t) or t == config.num_steps or stop or interrupted:
                 ckpt.save(t, state, probe_states)
             if stop:
-                stopped_early = True
+                ending["stopped_early"] = True
                 print(f"stopped: train accuracy reached {target} at step {t}", file=sys.stderr)
                 break
+            if interrupted:
+                status, ending["signal"] = "interrupted", interrupts.name
+                break
     finally:
-        bar.close()
+        if chrono is not None:
+            chrono.close()
         ckpt.close()
-        if writer is not None:
-            writer.close()
+        outputs.close()
 
-    now = time.perf_counter()
-    if loop_start is not None and t > loop_start_step:
-        steps_per_sec = (t - loop_start_step) / (loop_end - loop_start)
-    else:
-        steps_per_sec = (t - int(resumed_from or 0)) / (now - start_time)
-    timing = {
-        "time_to_first_step_sec": first_step_time,
-        "steps_per_sec": steps_per_sec,
-        "wall_time_sec": now - start_time,
-        "resumed_from": resumed_from,
-        "step_compilations": multi_step._cache_size(),
-    }
-    result = summary.build(
-        config,
-        records if is_main else [],
+    return outputs.finish(
         status=status,
         step=t,
-        diverged_step=diverged_step,
-        stopped_early=stopped_early,
-        **timing,
+        **ending,
+        **chrono.timing(),
+        resumed_from=outputs.start_step if resume is not None else None,
+        step_compilations=traces[0],
     )
-    if is_main:
-        from dynamics.train import plots
 
-        if config.plots:
-            plots.plot_run(records, workdir / "plots")
-        result.update(summary.analyze(config, records, workdir / "plots"))
-        summary.write(workdir, result)
-    return result
+
+def _keep_last_finite(ckpt, t: int, state, probe_states) -> int | None:
+    """Checkpoints the last finite state of a diverged run (step ``t``); returns its step.
+
+    None when its parameters are not finite either (the previous periodic checkpoint is the last
+    finite one then) or there is no step-``t`` state (divergence at the first step).
+    """
+    if t < 0 or not _all_finite(state.params):
+        return None
+    if t not in ckpt.manager.all_steps():
+        ckpt.save(t, state, probe_states)
+    return t

@@ -1,23 +1,29 @@
-"""``metrics.jsonl``: one JSON object per logged step, flushed as it goes, readable after a kill.
+"""``metrics.jsonl``: one strict JSON object per logged step, flushed, readable after a kill.
 
-Each record is ``{"step": t, "<metric>": value, ...}``; values are Python floats (NaN and inf
-are written as JSON's ``NaN``/``Infinity`` extensions, which :func:`read_records` reads back).
-A resumed run first :func:`truncate`\\ s the file to the checkpoint's step so that records after
-it, which the resumed run writes again, appear once. TensorBoard event files are written next to
-it when asked (tensorboardX).
+Each record is ``{"step": t, "<metric>": value, ...}``; values are Python numbers or lists of
+them. A non-finite value (NaN, +-inf) is written as ``null``: JSON has no literal for it (the
+``NaN``/``Infinity`` extensions of Python's encoder are rejected by strict readers, ``jq`` and
+most other languages). The training loop marks the record of the step whose loss was not finite
+with ``"diverged": true``; other records never hold a ``null`` unless a probe returned a
+non-finite value. A resumed run first :func:`truncate`\\ s the file to the checkpoint's step so that
+records after it, which the resumed run writes again, appear once. TensorBoard event files are
+written next to it when asked (tensorboardX).
 
 Example:
   >>> import tempfile, pathlib
   >>> path = pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl"
   >>> with MetricWriter(path) as w:
-  ...     _ = w.write({"step": 1, "loss": 0.5})
+  ...     _ = w.write({"step": 1, "loss": 0.5, "grad_norm": float("inf")})
+  >>> path.read_text()
+  '{"step": 1, "loss": 0.5, "grad_norm": null}\\n'
   >>> read_records(path)
-  [{'step': 1, 'loss': 0.5}]
+  [{'step': 1, 'loss': 0.5, 'grad_norm': None}]
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 from typing import Any
@@ -25,15 +31,29 @@ from typing import Any
 import numpy as np
 
 
-def _to_python(value: Any) -> Any:
+def to_json(value: Any) -> Any:
+    """``value`` (arrays, NumPy scalars, nested dicts and lists) as plain JSON values.
+
+    Non-finite floats become ``None``, so ``json.dumps(..., allow_nan=False)`` accepts the result.
+    """
     if isinstance(value, dict):
-        return {k: _to_python(v) for k, v in value.items()}
+        return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_to_python(v) for v in value]
+        return [to_json(v) for v in value]
+    if value is None or isinstance(value, str | bool):
+        return value
     value = np.asarray(value)
     if value.ndim:
-        return value.tolist()
-    return value.item()
+        return [to_json(v) for v in value.tolist()]
+    value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(value: Any, **kwargs) -> str:
+    """Strict JSON text of ``value`` (see :func:`to_json`); never ``NaN`` or ``Infinity``."""
+    return json.dumps(to_json(value), allow_nan=False, **kwargs)
 
 
 class MetricWriter:
@@ -50,12 +70,13 @@ class MetricWriter:
 
     def write(self, record: dict) -> dict:
         """Writes one record (``step`` and metrics) and flushes it; returns it as written."""
-        record = _to_python(record)
-        self._file.write(json.dumps(record) + "\n")
+        record = to_json(record)
+        self._file.write(dumps(record) + "\n")
         self._file.flush()
         if self._tb is not None:
             for name, value in record.items():
-                if name != "step" and isinstance(value, int | float):
+                scalar = isinstance(value, int | float) and not isinstance(value, bool)
+                if name != "step" and scalar:
                     self._tb.add_scalar(name, value, record["step"])
             self._tb.flush()
         return record
@@ -91,6 +112,6 @@ def truncate(path, step: int) -> list[dict]:
     path = pathlib.Path(path)
     records = [r for r in read_records(path) if r["step"] <= step]
     tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.write_text("".join(dumps(r) + "\n" for r in records))
     os.replace(tmp, path)
     return records

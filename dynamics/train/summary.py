@@ -1,12 +1,17 @@
 """``summary.json``: how a run ended, its final metrics, speed, and where it ran.
 
-Fields: ``status`` (``completed``, ``diverged`` with ``diverged_step``, or ``failed`` with
-``error``), ``step`` (last step reached), ``final`` (the last value of every scalar metric in
-``metrics.jsonl``), timing (``steps_per_sec`` without the first, compiling chunk,
-``time_to_first_step_sec`` from process start, compilation included, ``wall_time_sec``),
-``devices``, ``versions`` of the numerical packages, ``git_commit`` of the source tree (None
-outside a git checkout), and ``analysis``: what the config's ``analysis.name`` entry of
-:data:`dynamics.analysis.ANALYSES` computed from the records.
+Fields: ``status`` (``completed``; ``diverged`` with ``diverged_step`` and ``checkpoint_step``,
+the last finite state kept; ``interrupted`` with the ``signal`` that stopped it, at a checkpointed
+``step`` that ``--resume`` continues from; or ``failed`` with ``error``), ``step`` (last step
+reached), ``final`` (for a completed run the last value of every scalar metric in
+``metrics.jsonl``; for a diverged run the values of the diverging step's record alone, ``null``
+where not finite, so no value of another step is mixed in) with ``final_step``, ``resumes`` (one
+entry per resume: step, UTC time, changed fields), timing (``steps_per_sec`` without the first,
+compiling chunk, ``time_to_first_step_sec`` from process start, compilation included,
+``wall_time_sec``), ``step_compilations`` (traces of the jitted chunk), ``devices``, ``versions``
+of the numerical packages, ``git_commit`` of the source tree (None outside a git checkout), and
+``analysis``: what the config's ``analysis.name`` entry of :data:`dynamics.analysis.ANALYSES`
+computed from the records. The file is strict JSON: a non-finite number is written as ``null``.
 """
 
 from __future__ import annotations
@@ -20,15 +25,26 @@ from typing import Any
 
 import jax
 
+from dynamics.train.metrics import dumps
+
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "ml-collections")
 
 
-def final_metrics(records: list[dict]) -> dict[str, Any]:
-    """The last logged value of every scalar metric (records in step order)."""
+def _is_metric(name: str, value: Any) -> bool:
+    scalar = value is None or isinstance(value, int | float) and not isinstance(value, bool)
+    return name not in ("step", "diverged") and scalar
+
+
+def final_metrics(records: list[dict], one_step: bool = False) -> dict[str, Any]:
+    """The last logged value of every scalar metric (records in step order).
+
+    With ``one_step`` only the last record's metrics (a diverged run: its values at the diverging
+    step, ``None`` where not finite), never values of different steps side by side.
+    """
     final = {}
-    for record in records:
+    for record in records[-1:] if one_step else records:
         for name, value in record.items():
-            if name != "step" and isinstance(value, int | float):
+            if _is_metric(name, value) and (one_step or value is not None):
                 final[name] = value
     return final
 
@@ -71,7 +87,8 @@ def build(config, records: list[dict], *, status: str, step: int, **fields) -> d
         "step": step,
         "num_steps": config.num_steps,
         **fields,
-        "final": final_metrics(records),
+        "final": final_metrics(records, one_step=status == "diverged"),
+        "final_step": records[-1]["step"] if records else None,
         "devices": _devices(),
         "mesh": {"data": config.mesh.data, "model": config.mesh.model},
         "versions": _versions(),
@@ -90,8 +107,8 @@ def analyze(config, records: list[dict], plots_dir: pathlib.Path) -> dict[str, A
 
 
 def write(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
-    """Writes ``summary.json`` atomically (a reader never sees half a file)."""
+    """Writes ``summary.json`` atomically (a reader never sees half a file), strict JSON."""
     path = pathlib.Path(workdir) / "summary.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.write_text(dumps(json.loads(json.dumps(summary, default=str)), indent=2))
     tmp.replace(path)

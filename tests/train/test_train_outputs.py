@@ -4,6 +4,8 @@ import datetime
 import json
 import math
 
+import pytest
+
 from configs import classification
 from dynamics.train import plots, summary
 from dynamics.train.metrics import MetricWriter, read_records, truncate
@@ -20,7 +22,8 @@ def test_records_survive_a_cut_line_and_truncate_to_the_checkpoint(tmp_path):
         f.write('{"step": 50, "lo')  # a kill in the middle of a write
     records = read_records(path)
     assert [r["step"] for r in records] == [0, 10, 20, 30, 40]
-    assert math.isnan(records[-1]["loss"])
+    assert records[-1]["loss"] is None  # NaN is not JSON: null
+    assert '"loss": null' in path.read_text().splitlines()[4]
     assert truncate(path, 20) == records[:3]
     assert read_records(path) == records[:3]
     with MetricWriter(path) as writer:  # the resumed run appends after the kept records
@@ -53,6 +56,15 @@ def test_summary_fields(tmp_path):
     result = summary.build(config, records, status="completed", step=5, steps_per_sec=3.0)
     assert result["final"] == {"train_loss": 0.5, "loss": 1.0}
     assert result["status"] == "completed" and result["steps_per_sec"] == 3.0
+    # A diverged run's final holds its last record only, non-finite values as None.
+    diverged = [{"step": 0, "train_accuracy": 0.1}, {"step": 7, "loss": math.inf, "diverged": True}]
+    result = summary.build(config, diverged, status="diverged", step=7, steps_per_sec=math.nan)
+    assert result["final"] == {"loss": math.inf} and result["final_step"] == 7
+    summary.write(tmp_path, result)
+    text = (tmp_path / "summary.json").read_text()
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in summary.json"))
+    assert strict["final"] == {"loss": None} and strict["steps_per_sec"] is None
+    result = summary.build(config, records, status="completed", step=5, steps_per_sec=3.0)
     assert result["versions"]["jax"] and result["devices"]["count"] >= 1
     assert result["git_commit"] is None or len(result["git_commit"]) == 40
     summary.write(tmp_path, result)
