@@ -260,14 +260,17 @@ def parse_override(config: ml_collections.ConfigDict, key: str, raw: str):
     return raw if isinstance(node, str) else parse_value(raw)
 
 
-def set_field(config: ml_collections.ConfigDict, key: str, value, where: str = "override") -> None:
+def set_field(
+    config: ml_collections.ConfigDict, key: str, value, where: str = "override", add: bool = False
+) -> None:
     """Sets the dotted field ``key`` of ``config`` to ``value``; raises ConfigError if it cannot.
 
     Every field must exist already, with two exceptions that :func:`validate` checks against the
     constructors instead: naming a probe adds it (``probes.sharpness.every=50`` turns the
     sharpness probe on, and its keyword fields may be set freely), and a section whose extra keys
     are constructor arguments (``data``, ``model``, ``optimizer``, ...) takes new ones
-    (``optimizer.eps_root=1e-16`` in a sweep arm that switches to Adam).
+    (``optimizer.eps_root=1e-16`` in a sweep arm that switches to Adam). With ``add`` (a config
+    file's presets, which define the fields as its body does) the leaf may be new anywhere.
     """
     *parents, leaf = key.split(".")
     node = config
@@ -279,7 +282,7 @@ def set_field(config: ml_collections.ConfigDict, key: str, value, where: str = "
                 node[part] = ml_collections.ConfigDict()
         node = node[part]
     section = ".".join(parents)
-    if leaf not in node and parents[:1] != ["probes"] and section not in RESERVED:
+    if leaf not in node and not add and parents[:1] != ["probes"] and section not in RESERVED:
         raise ConfigError(f"{where} sets {key}, but the config has no field {key}")
     try:
         with node.unlocked():
