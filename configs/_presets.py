@@ -27,10 +27,11 @@ Example:
   >>> config = apply(base_config(), presets[parse_arg("fast", presets, "slow", "configs/c.py")])
   >>> config.num_steps
   10
-  >>> parse_arg("fats", presets, "slow", "configs/c.py")
-  Traceback (most recent call last):
-  ...
-  UnknownPreset: unknown preset 'fats' for configs/c.py; valid presets: fast, slow
+  >>> try:
+  ...     parse_arg("fats", presets, "slow", "configs/c.py")
+  ... except UnknownPreset as e:
+  ...     print(e)
+  unknown preset 'fats' for configs/c.py; valid presets: fast, slow
 """
 
 from __future__ import annotations
