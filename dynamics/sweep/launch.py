@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import subprocess
 import sys
@@ -37,35 +36,16 @@ def absolute_config(spec: str, cwd: str | os.PathLike = ".") -> str:
     return str(Path(cwd, path).resolve()) + sep + arg
 
 
-def _load_module(path: str):
-    if not Path(path).is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"_sweep_config_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def load_sweep(spec: str):
     """``(get_config(arg), get_sweep(arg))`` of the config file ``FILE[:arg]``."""
-    path, sep, arg = spec.partition(":")
-    module = _load_module(path)
-    args = (arg,) if sep else ()
-    config = module.get_config(*args)
-    runs = module.get_sweep(*args) if hasattr(module, "get_sweep") else [{}]
+    from dynamics.train import config_file  # imports jax: not needed to follow Slurm jobs
+
+    module, config = config_file.load(spec)
+    _, sep, arg = spec.partition(":")
+    runs = module.get_sweep(*((arg,) if sep else ())) if hasattr(module, "get_sweep") else [{}]
     if not runs:
         raise ConfigError(f"get_sweep of {spec} returned no runs")
     return config, [dict(r) for r in runs]
-
-
-def shared_keys(shared: Sequence[str]) -> list[str]:
-    """The dotted fields of ``--config.a.b=value`` arguments."""
-    keys = []
-    for arg in shared:
-        if not arg.startswith("--config.") or "=" not in arg:
-            raise ConfigError(f"override {arg!r} is not of the form --config.FIELD=VALUE")
-        keys.append(arg[len("--config.") :].partition("=")[0])
-    return keys
 
 
 def check_runs(config, runs: Sequence[Mapping[str, Any]], shared: Sequence[str] = ()) -> None:
@@ -75,15 +55,16 @@ def check_runs(config, runs: Sequence[Mapping[str, Any]], shared: Sequence[str] 
     as the runner parses it) before each run's own overrides; their fields must not be swept (the
     sweep's value would silently win).
     """
-    from dynamics.train.config import parse_override, set_field, validate
+    from dynamics.train import config_file
+    from dynamics.train.config import set_field, validate
 
-    keys = shared_keys(shared)
-    for key in keys:
+    pairs, rest = config_file.split_overrides(shared)
+    if rest:
+        raise ConfigError(f"override {rest[0]!r} is not of the form --config.FIELD=VALUE")
+    for key, _ in pairs:
         if any(key in run for run in runs):
             raise ConfigError(f"--config.{key} is also set by the sweep; drop one of them")
-    base = copy.deepcopy(config)
-    for key, arg in zip(keys, shared, strict=True):
-        set_field(base, key, parse_override(base, key, arg.partition("=")[2]), f"--config.{key}")
+    base = config_file.apply_overrides(copy.deepcopy(config), pairs)
     for i, run in enumerate(runs):
         c = copy.deepcopy(base)
         for key, value in run.items():

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import numbers
 
@@ -260,8 +261,25 @@ def parse_override(config: ml_collections.ConfigDict, key: str, raw: str):
     return raw if isinstance(node, str) else parse_value(raw)
 
 
+def _unknown(node: ml_collections.ConfigDict, key: str, depth: int, prefix: str) -> ConfigError:
+    """``unknown field config.KEY (did you mean FIELD?)``, or the valid fields when none is close.
+
+    ``depth`` is the index of the first part of ``key`` that ``node`` lacks.
+    """
+    parts = key.split(".")
+    names = sorted(node.keys())
+    close = difflib.get_close_matches(parts[depth], names, n=1)
+    path = ".".join([*parts[:depth], *close])
+    hint = f" (did you mean {path}?)" if close else f"; valid fields: {', '.join(names)}"
+    return ConfigError(f"{prefix}unknown field config.{key}{hint}")
+
+
 def set_field(
-    config: ml_collections.ConfigDict, key: str, value, where: str = "override", add: bool = False
+    config: ml_collections.ConfigDict,
+    key: str,
+    value,
+    where: str | None = None,
+    add: bool = False,
 ) -> None:
     """Sets the dotted field ``key`` of ``config`` to ``value``; raises ConfigError if it cannot.
 
@@ -271,21 +289,24 @@ def set_field(
     are constructor arguments (``data``, ``model``, ``optimizer``, ...) takes new ones
     (``optimizer.eps_root=1e-16`` in a sweep arm that switches to Adam). With ``add`` (a config
     file's presets, which define the fields as its body does) the leaf may be new anywhere.
+    ``where`` (e.g. ``"sweep run 3"``) starts the error message; a misspelled field is named
+    with the closest existing one: ``unknown field config.num_stepz (did you mean num_steps?)``.
     """
+    prefix = f"{where}: " if where else ""
     *parents, leaf = key.split(".")
     node = config
     for depth, part in enumerate(parents):
         if part not in node:
             if parents[:depth] != ["probes"]:
-                raise ConfigError(f"{where} sets {key}, but the config has no field {part}")
+                raise _unknown(node, key, depth, prefix)
             with node.unlocked():
                 node[part] = ml_collections.ConfigDict()
         node = node[part]
     section = ".".join(parents)
     if leaf not in node and not add and parents[:1] != ["probes"] and section not in RESERVED:
-        raise ConfigError(f"{where} sets {key}, but the config has no field {key}")
+        raise _unknown(node, key, len(parents), prefix)
     try:
         with node.unlocked():
             node[leaf] = value
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where} sets {key} = {value!r}: {' '.join(str(e).split())}") from None
+        raise ConfigError(f"{prefix}config.{key} = {value!r}: {' '.join(str(e).split())}") from None
