@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -95,7 +96,7 @@ def popen(argv: Sequence[str], cwd: str, log: str | os.PathLike) -> subprocess.P
     """Starts ``argv`` in ``cwd`` with stdout and stderr appended to ``log``."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
-        f.write(("$ " + " ".join(argv) + "\n").encode())
+        f.write(("$ " + shlex.join(argv) + "\n").encode())
         f.flush()
         return subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
 

@@ -30,7 +30,7 @@ from typing import Any
 import submitit
 
 from dynamics.sweep.launch import execute
-from dynamics.sweep.manifest import Run, finish
+from dynamics.sweep.manifest import Run, finish, log_path
 
 
 @dataclasses.dataclass
@@ -116,7 +116,7 @@ def run_slurm(
             execute,
             [argv for _, argv in to_submit],
             [cwd] * len(to_submit),
-            [str(Path(log_dir) / f"{run.name}.log") for run, _ in to_submit],
+            [str(log_path(log_dir, run)) for run, _ in to_submit],
         )
         for (run, _), job in zip(to_submit, submitted, strict=True):
             run.status, run.job_id, run.returncode = "queued", job.job_id, None
@@ -139,7 +139,7 @@ def run_slurm(
         for job_id, (run, job) in list(followed.items()):
             if job_id not in states:
                 del followed[job_id]
-                on_change(finish(run, _returncode(job)))
+                on_change(finish(run, _returncode(job), log_path(log_dir, run)))
             elif states[job_id] == "RUNNING" and run.status != "running":
                 run.status = "running"
                 on_change(run)

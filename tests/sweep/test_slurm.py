@@ -77,8 +77,8 @@ def test_sweep_on_slurm(cluster, tmp_path):
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
     sweep_dir = tmp_path / "sweep"
     argv = [sys.executable, "-m", "experiments.sweep", "--config=tests/sweep/tiny_config.py:three"]
-    argv += [f"--sweep-dir={sweep_dir}", "--executor=slurm", "--poll=1", "--time-min=10"]
-    argv += ["--cpus-per-task=1", "--sbatch=comment=dynamics-test"]
+    argv += [f"--sweep_dir={sweep_dir}", "--executor=slurm", "--poll=1", "--time_min=10"]
+    argv += ["--cpus_per_task=1", "--sbatch=comment=dynamics-test"]
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
