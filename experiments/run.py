@@ -144,10 +144,13 @@ def main(argv: list[str]) -> int:
     if workdir is None and jax.process_count() > 1:
         _fail("a multi-process run needs the same --workdir on every process")
     try:
-        validate(config)
+        warnings = validate(config)
         run = build(config)
     except ConfigError as e:
         _fail(str(e))
+    if jax.process_index() == 0:
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     if workdir is None:
         workdir = claim_workdir(default_workdir(_CONFIG.value))
     if clear and jax.process_index() == 0:

@@ -142,7 +142,8 @@ def plan(args, shared: list[str], sweep_dir: Path) -> tuple[manifest.Manifest, l
     config, overrides = launch.load_sweep(args.config)
     if args.limit is not None:
         overrides = overrides[: args.limit]
-    launch.check_runs(config, overrides, shared)
+    for warning in launch.check_runs(config, overrides, shared):
+        print(f"warning: {warning}", file=sys.stderr)
     spec = launch.absolute_config(args.config)
     m = manifest.load(sweep_dir)
     if m is None:

@@ -49,8 +49,9 @@ def load_sweep(spec: str):
     return config, [dict(r) for r in runs]
 
 
-def check_runs(config, runs: Sequence[Mapping[str, Any]], shared: Sequence[str] = ()) -> None:
-    """Raises ConfigError if an override does not apply to ``config`` or a run fails validation.
+def check_runs(config, runs: Sequence[Mapping[str, Any]], shared: Sequence[str] = ()) -> list[str]:
+    """Raises ConfigError if an override does not apply to ``config`` or a run fails validation;
+    returns the validation warnings, each prefixed with its run.
 
     ``shared`` are ``--config.FIELD=VALUE`` arguments for every run, applied (with the value parsed
     as the runner parses it) before each run's own overrides; their fields must not be swept (the
@@ -66,14 +67,18 @@ def check_runs(config, runs: Sequence[Mapping[str, Any]], shared: Sequence[str] 
         if any(key in run for run in runs):
             raise ConfigError(f"--config.{key} is also set by the sweep; drop one of them")
     base = config_file.apply_overrides(copy.deepcopy(config), pairs)
+    warnings = []
     for i, run in enumerate(runs):
         c = copy.deepcopy(base)
         for key, value in run.items():
             set_field(c, key, value, f"sweep run {i}")
         try:
-            validate(c, num_devices=c.mesh.data * c.mesh.model)
+            warnings += [
+                f"sweep run {i}: {w}" for w in validate(c, num_devices=c.mesh.data * c.mesh.model)
+            ]
         except ConfigError as e:
             raise ConfigError(f"sweep run {i} {dict(run)}: {e}") from None
+    return warnings
 
 
 def runner_argv(manifest: Manifest, run: Run, action: str) -> list[str]:
