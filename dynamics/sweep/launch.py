@@ -97,21 +97,11 @@ def runner_argv(manifest: Manifest, run: Run, action: str) -> list[str]:
     ]
 
 
-def popen(argv: Sequence[str], cwd: str, log: str | os.PathLike) -> subprocess.Popen:
-    """Starts ``argv`` in ``cwd`` with stdout and stderr appended to ``log``."""
+def popen(argv: Sequence[str], cwd: str, log: str | os.PathLike, **kwargs: Any) -> subprocess.Popen:
+    """Starts ``argv`` in ``cwd`` with stdout and stderr appended to ``log`` (and the command line,
+    shell-quoted, before them); ``kwargs`` go to ``subprocess.Popen``."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
         f.write(("$ " + shlex.join(argv) + "\n").encode())
         f.flush()
-        return subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
-
-
-def execute(argv: Sequence[str], cwd: str, log: str) -> int:
-    """Runs ``argv`` to the end and returns its exit code (what a Slurm task runs).
-
-    In a job with several tasks every task runs the runner (one JAX process each); each task
-    appends to its own log.
-    """
-    if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
-        log = f"{log}.{os.environ.get('SLURM_PROCID', '0')}"
-    return popen(argv, cwd, log).wait()
+        return subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, **kwargs)

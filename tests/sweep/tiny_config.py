@@ -4,6 +4,7 @@ Presets:
 * ``mixed`` (default): a good learning rate, one that diverges, and a run that fails when its
   dataset is built (more training examples than digits has), to check that neither stops a sweep.
 * ``three``: three good learning rates (the Slurm test).
+* ``one``: one good learning rate (the Slurm requeue test, which makes it long).
 
 ``get_config`` alone is the multi-process test's run: minibatches of 32, so with ``mesh.data=2``
 each of two processes feeds 16 examples a step.
@@ -14,7 +15,7 @@ from dynamics import sweep as sw
 from dynamics.train.config import base_config
 
 LR = "optimizer.learning_rate"
-PRESETS = {"mixed": {}, "three": {}}
+PRESETS = {"mixed": {}, "three": {}, "one": {}}
 
 
 def get_config(arg=None):
@@ -42,4 +43,6 @@ def get_sweep(arg=None):
             sw.axis(LR, [0.1, 1e4]),
             [{LR: 0.2, "data.num_train": 100_000}],
         )
+    if arg == "one":
+        return sw.axis(LR, [0.1])
     return sw.axis(LR, [0.05, 0.1, 0.2])
