@@ -45,6 +45,7 @@ def _cadence(every: int) -> dict:
     return {"log_every": every, "eval_every": every, "probes.grokking": dict(every=every)}
 
 
+_WIDTHS = dict(d_model=128, num_heads=4, d_mlp=512)  # both transformers
 # The setup of each family, as changes to the body.
 FAMILIES = {
     "mlp": {
@@ -69,13 +70,7 @@ FAMILIES = {
         "data.train_fraction": 0.3,
         "data.encoding": "tokens",
         "model": dict(
-            name="transformer",
-            num_layers=1,
-            d_model=128,
-            num_heads=4,
-            d_mlp=512,
-            layer_norm="none",
-            activation="relu",
+            name="transformer", num_layers=1, **_WIDTHS, layer_norm="none", activation="relu"
         ),
         "optimizer.learning_rate": 1e-3,
         "optimizer.b1": 0.9,
@@ -94,9 +89,7 @@ FAMILIES = {
         "model": dict(
             name="transformer",
             num_layers=2,
-            d_model=128,
-            num_heads=4,
-            d_mlp=512,
+            **_WIDTHS,
             layer_norm="grokfast",
             activation="gelu",
             init="torch",

@@ -51,33 +51,35 @@ SLURM_FIELDS = [f for f in SlurmOptions.__dataclass_fields__]
 SECTION_FIELDS = {*SLURM_FIELDS, "max_parallel", "metric", "x"}
 
 
+# (kind, name, default, help) of every flag; the Slurm ones override the config's sweep section.
+FLAG_SPECS = [
+    ("string", "config", None, "FILE[:preset] with get_config(arg) and get_sweep(arg)"),
+    ("integer", "max_parallel", None, "runs at once (local: 1, slurm: all)"),
+    ("string", "sweep_dir", None, "default: runs/sweeps/<config name>[-<preset>]"),
+    ("integer", "limit", None, "keep only the first N runs (a quick trial)"),
+    ("bool", "dry_run", False, "print the runner command lines; change nothing"),
+    ("bool", "retry_failed", False, "start failed runs again"),
+    ("bool", "report", False, "table and plot from sweep.json only"),
+    ("string", "metric", None, "summary metric to plot (default: final.loss)"),
+    ("string", "x", None, "swept field on the plot's x axis (default: first numeric one)"),
+    ("float", "poll", 5.0, "seconds between Slurm queue checks"),
+    ("string", "partition", None, "Slurm partition"),
+    ("integer", "time_min", None, "time limit of each run in minutes"),
+    ("integer", "nodes", None, "nodes per run"),
+    ("integer", "ntasks_per_node", None, "JAX processes per node (GPUs/node)"),
+    ("integer", "cpus_per_task", None, "CPUs per task"),
+    ("integer", "gpus_per_task", None, "GPUs per task"),
+    ("string", "mem", None, "memory per node, e.g. 32G"),
+    ("multi_string", "sbatch", [], "extra #SBATCH line KEY=VALUE (repeatable)"),
+]
+
+
 def _define_flags() -> flags.FlagValues:
     """The sweep's flags, in a FlagValues of their own (``main`` may be called more than once)."""
     fv = flags.FlagValues()
-
-    def define(kind, name, default, help_text):
-        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=fv)
-
-    define("string", "config", None, "FILE[:preset] with get_config(arg) and get_sweep(arg)")
     flags.DEFINE_enum("executor", "local", ["local", "slurm"], "where the runs go", flag_values=fv)
-    define("integer", "max_parallel", None, "runs at once (local: 1, slurm: all)")
-    define("string", "sweep_dir", None, "default: runs/sweeps/<config name>[-<preset>]")
-    define("integer", "limit", None, "keep only the first N runs (a quick trial)")
-    define("bool", "dry_run", False, "print the runner command lines; change nothing")
-    define("bool", "retry_failed", False, "start failed runs again")
-    define("bool", "report", False, "table and plot from sweep.json only")
-    define("string", "metric", None, "summary metric to plot (default: final.loss)")
-    define("string", "x", None, "swept field on the plot's x axis (default: first numeric one)")
-    define("float", "poll", 5.0, "seconds between Slurm queue checks")
-    # Slurm: override the config's sweep section.
-    define("string", "partition", None, "Slurm partition")
-    define("integer", "time_min", None, "time limit of each run in minutes")
-    define("integer", "nodes", None, "nodes per run")
-    define("integer", "ntasks_per_node", None, "JAX processes per node (GPUs/node)")
-    define("integer", "cpus_per_task", None, "CPUs per task")
-    define("integer", "gpus_per_task", None, "GPUs per task")
-    define("string", "mem", None, "memory per node, e.g. 32G")
-    define("multi_string", "sbatch", [], "extra #SBATCH line KEY=VALUE (repeatable)")
+    for kind, name, default, help_text in FLAG_SPECS:
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=fv)
     return fv
 
 
