@@ -23,9 +23,34 @@ Example:
   python -m experiments.sweep --config=configs/adaptive_eos.py:optimizers
 """
 
+from configs import _presets
 from dynamics.train.config import base_config
 
-PRESETS = ("adam", "optimizers")
+PRESETS = {
+    "adam": {
+        "num_steps": 1500,
+        "optimizer.name": "adam",
+        "optimizer.learning_rate": 1e-3,
+        "optimizer.b1": 0.9,
+        "optimizer.b2": 0.999,
+        "optimizer.eps": 1e-8,
+        "probes.preconditioned_sharpness": dict(every=25),
+        "probes.sharpness": dict(every=25),
+        "analysis.metric": "preconditioned_sharpness",
+        "analysis.also_plot": ("sharpness",),
+        # Cohen et al. 2022 see it settle a little below 38/lr: "rises to within 15%".
+        "analysis.cross_fraction": 0.85,
+        "analysis.band": 0.15,
+    },
+    "optimizers": {
+        "num_steps": 2000,
+        "optimizer.name": "sgd",
+        "optimizer.learning_rate": 0.1,
+        "probes.step_stability": dict(every=50),
+        "analysis.metric": "step_stability_flip",
+        "analysis.also_plot": ("step_stability",),
+    },
+}
 
 # Each rule at its usual step size on this problem (momentum at the momentum preset's lr).
 OPTIMIZER_ARMS = [
@@ -40,9 +65,7 @@ OPTIMIZER_ARMS = [
 
 
 def get_config(arg: str | None = None):
-    preset = arg or "adam"
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(PRESETS)}")
+    preset = _presets.parse_arg(arg, PRESETS, default="adam", file=__file__)
     config = base_config()
     config.log_every = 1
     config.eval_every = 250
@@ -52,26 +75,7 @@ def get_config(arg: str | None = None):
     config.model.update(widths=(200, 200), activation="tanh")
     config.loss.name = "mse"
     config.analysis.name = "edge_of_stability"
-    if preset == "adam":
-        config.num_steps = 1500
-        config.optimizer.name = "adam"
-        config.optimizer.learning_rate = 1e-3
-        config.optimizer.update(b1=0.9, b2=0.999, eps=1e-8)
-        config.probes.preconditioned_sharpness = dict(every=25)
-        config.probes.sharpness = dict(every=25)
-        config.analysis.metric = "preconditioned_sharpness"
-        config.analysis.also_plot = ("sharpness",)
-        # Cohen et al. 2022 see it settle a little below 38/lr: "rises to within 15%".
-        config.analysis.cross_fraction = 0.85
-        config.analysis.band = 0.15
-    else:
-        config.num_steps = 2000
-        config.optimizer.name = "sgd"
-        config.optimizer.learning_rate = 0.1
-        config.probes.step_stability = dict(every=50)
-        config.analysis.metric = "step_stability_flip"
-        config.analysis.also_plot = ("step_stability",)
-    return config
+    return _presets.apply(config, PRESETS[preset])
 
 
 def get_sweep(arg: str | None = None):

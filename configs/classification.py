@@ -11,34 +11,34 @@ Example:
   python -m experiments.run --config=configs/classification.py:modular_mlp --config.num_steps=200
 """
 
+from configs import _presets
 from dynamics.train.config import base_config
+
+PRESETS = {
+    "digits_mlp": {
+        "data.name": "digits",
+        "model": dict(name="mlp", widths=(64, 64), activation="tanh"),
+        "loss.name": "mse",
+        "optimizer.name": "sgd",
+        "optimizer.learning_rate": 0.1,
+    },
+    "modular_mlp": {
+        "data.name": "modular_arithmetic",
+        "data.p": 23,
+        "data.train_fraction": 0.3,
+        "model": dict(name="mlp", widths=(128,), activation="relu"),
+        "loss.name": "cross_entropy",
+        "optimizer.name": "adamw",
+        "optimizer.learning_rate": 1e-3,
+    },
+}
 
 
 def get_config(arg: str | None = None):
-    preset = arg or "digits_mlp"
+    preset = _presets.parse_arg(arg, PRESETS, default="digits_mlp", file=__file__)
     config = base_config()
     config.num_steps = 500
     config.log_every = 10
     config.eval_every = 50
     config.checkpoint_every = 100
-    if preset == "digits_mlp":
-        config.data.name = "digits"
-        config.model.name = "mlp"
-        config.model.widths = (64, 64)
-        config.model.activation = "tanh"
-        config.loss.name = "mse"
-        config.optimizer.name = "sgd"
-        config.optimizer.learning_rate = 0.1
-    elif preset == "modular_mlp":
-        config.data.name = "modular_arithmetic"
-        config.data.p = 23
-        config.data.train_fraction = 0.3
-        config.model.name = "mlp"
-        config.model.widths = (128,)
-        config.model.activation = "relu"
-        config.loss.name = "cross_entropy"
-        config.optimizer.name = "adamw"
-        config.optimizer.learning_rate = 1e-3
-    else:
-        raise ValueError(f"unknown preset {preset!r}; valid choices: digits_mlp, modular_mlp")
-    return config
+    return _presets.apply(config, PRESETS[preset])

@@ -36,63 +36,54 @@ Example:
   python -m experiments.run --config=configs/edge_of_stability.py:digits
 """
 
+from configs import _presets
 from dynamics import sweep as sw
 from dynamics.train.config import base_config
 
 LR = "optimizer.learning_rate"
-PRESETS = ("digits", "cifar5k", "momentum", "sam", "cnn")
-
-
-def _mlp(config):
-    config.model.name = "mlp"
-    config.model.update(widths=(200, 200), activation="tanh")
-
-
-def _digits(config, probe_every=50):
-    config.num_steps = 3000
-    config.data.name = "digits"
-    config.optimizer.learning_rate = 0.1
-    config.probes.sharpness = dict(every=probe_every)
+# Each preset's changes to the digits MLP of the body (the default).
+PRESETS = {
+    "digits": {},
+    "cifar5k": {
+        "num_steps": 20000,
+        "log_every": 10,
+        "data.name": "cifar10",
+        "data.path": "",
+        "data.num_train": 5000,
+        "data.num_test": 0,
+        LR: 0.01,
+        "probes.sharpness.every": 100,
+        "stop.train_accuracy": 0.99,
+    },
+    "momentum": {"optimizer.name": "momentum", LR: 0.19, "optimizer.momentum": 0.9},
+    "sam": {"optimizer.name": "sam", "optimizer.rho": 0.01, "optimizer.base": "sgd",
+            "optimizer.normalize": False},
+    "cnn": {
+        "data.flatten": False,
+        "model": dict(name="cnn", channels=(16, 16), dense=(64,), activation="tanh", pool="avg"),
+        LR: 0.2,
+    },
+}  # fmt: skip
 
 
 def get_config(arg: str | None = None):
-    preset = arg or "digits"
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(PRESETS)}")
+    preset = _presets.parse_arg(arg, PRESETS, default="digits", file=__file__)
     config = base_config()
     config.seed = 0
+    config.num_steps = 3000
     config.log_every = 1  # period-2 oscillations of the loss are invisible at even intervals
     config.eval_every = 250
     config.checkpoint_every = 0
+    config.data.name = "digits"
+    config.model.name = "mlp"
+    config.model.update(widths=(200, 200), activation="tanh")
     config.loss.name = "mse"
     config.optimizer.name = "sgd"
+    config.optimizer.learning_rate = 0.1
+    config.probes.sharpness = dict(every=50)
     config.analysis.name = "edge_of_stability"
     config.analysis.metric = "sharpness"
-    if preset != "cifar5k":
-        _digits(config)
-    if preset != "cnn":
-        _mlp(config)
-    if preset == "cifar5k":
-        config.num_steps = 20000
-        config.data.name = "cifar10"
-        config.data.update(path="", num_train=5000, num_test=0)
-        config.optimizer.learning_rate = 0.01
-        config.probes.sharpness = dict(every=100)
-        config.stop.train_accuracy = 0.99
-        config.log_every = 10
-    elif preset == "momentum":
-        config.optimizer.name = "momentum"
-        config.optimizer.learning_rate = 0.19
-        config.optimizer.momentum = 0.9
-    elif preset == "sam":
-        config.optimizer.name = "sam"
-        config.optimizer.update(rho=0.01, base="sgd", normalize=False)
-    elif preset == "cnn":
-        config.data.flatten = False
-        config.model.name = "cnn"
-        config.model.update(channels=(16, 16), dense=(64,), activation="tanh", pool="avg")
-        config.optimizer.learning_rate = 0.2
-    return config
+    return _presets.apply(config, PRESETS[preset])
 
 
 def get_sweep(arg: str | None = None):

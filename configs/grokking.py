@@ -34,11 +34,76 @@ Example:
   python -m experiments.sweep --config=configs/grokking.py:mlp
 """
 
+from configs import _presets
 from dynamics.train.config import base_config
 
 WD = "optimizer.weight_decay"
 FILTER = "optimizer.filter.name"
 
+
+def _cadence(every: int) -> dict:
+    return {"log_every": every, "eval_every": every, "probes.grokking": dict(every=every)}
+
+
+_WIDTHS = dict(d_model=128, num_heads=4, d_mlp=512)  # both transformers
+# The setup of each family, as changes to the body.
+FAMILIES = {
+    "mlp": {
+        "num_steps": 3000,
+        **_cadence(25),
+        "data.p": 113,
+        "data.op": "+",
+        "data.train_fraction": 0.4,
+        "data.encoding": "one_hot",
+        "model": dict(name="mlp", widths=(200, 200), activation="relu", use_bias=False),
+        "optimizer.learning_rate": 5e-3,
+        "optimizer.b1": 0.9,
+        "optimizer.b2": 0.99,
+        "optimizer.eps": 1e-25,
+        WD: 1.0,
+    },
+    "nanda": {
+        "num_steps": 30000,
+        **_cadence(250),
+        "data.p": 113,
+        "data.op": "+",
+        "data.train_fraction": 0.3,
+        "data.encoding": "tokens",
+        "model": dict(
+            name="transformer", num_layers=1, **_WIDTHS, layer_norm="none", activation="relu"
+        ),
+        "optimizer.learning_rate": 1e-3,
+        "optimizer.b1": 0.9,
+        "optimizer.b2": 0.98,
+        WD: 1.0,
+    },
+    "grokfast": {
+        "num_steps": 5000,
+        **_cadence(50),
+        "data.p": 97,
+        "data.op": "*",
+        "data.train_fraction": 0.5,
+        "data.encoding": "tokens",
+        "data.nonzero_b": True,
+        "data.batch_size": 512,
+        "model": dict(
+            name="transformer",
+            num_layers=2,
+            **_WIDTHS,
+            layer_norm="grokfast",
+            activation="gelu",
+            init="torch",
+            predict_vocab=True,
+        ),
+        "optimizer.name": "adam",  # torch.optim.Adam: weight decay is coupled L2.
+        "optimizer.learning_rate": 1e-3,
+        "optimizer.b1": 0.9,
+        "optimizer.b2": 0.98,
+        WD: 0.0,
+        "optimizer.schedule.name": "linear_warmup",
+        "optimizer.schedule.warmup_steps": 10,
+    },
+}
 ARMS = {
     "mlp": {
         "baseline": {WD: 0.0},
@@ -54,102 +119,30 @@ ARMS = {
         "baseline": {WD: 0.0},
     },
 }
-DEFAULT_ARM = {"mlp": "wd", "grokfast": "ema"}
 
 
-def _common(config, eval_every: int):
-    config.log_every = eval_every
-    config.eval_every = eval_every
-    config.checkpoint_every = 0
-    config.loss.name = "cross_entropy"
-    config.probes.grokking = dict(every=eval_every)
-    config.analysis.name = "grokking"
+def _arm(family: str, arm: str) -> dict:
+    return {**FAMILIES[family], **ARMS[family][arm], "analysis.label": arm}
 
 
-def _mlp(config):
-    config.num_steps = 3000
-    _common(config, 25)
-    config.data.name = "modular_arithmetic"
-    config.data.update(p=113, op="+", train_fraction=0.4, encoding="one_hot")
-    config.model.name = "mlp"
-    config.model.update(widths=(200, 200), activation="relu", use_bias=False)
-    config.optimizer.name = "adamw"
-    config.optimizer.learning_rate = 5e-3
-    config.optimizer.update(b1=0.9, b2=0.99, eps=1e-25, weight_decay=1.0)
-
-
-def _nanda(config):
-    config.num_steps = 30000
-    _common(config, 250)
-    config.data.name = "modular_arithmetic"
-    config.data.update(p=113, op="+", train_fraction=0.3, encoding="tokens")
-    config.model.name = "transformer"
-    config.model.update(
-        num_layers=1, d_model=128, num_heads=4, d_mlp=512, layer_norm="none", activation="relu"
-    )
-    config.optimizer.name = "adamw"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.update(b1=0.9, b2=0.98, weight_decay=1.0)
-
-
-def _grokfast(config):
-    config.num_steps = 5000
-    _common(config, 50)
-    config.data.name = "modular_arithmetic"
-    config.data.update(p=97, op="*", train_fraction=0.5, encoding="tokens", nonzero_b=True)
-    config.data.batch_size = 512
-    config.model.name = "transformer"
-    config.model.update(
-        num_layers=2,
-        d_model=128,
-        num_heads=4,
-        d_mlp=512,
-        layer_norm="grokfast",
-        activation="gelu",
-        init="torch",
-        predict_vocab=True,
-    )
-    config.optimizer.name = "adam"  # torch.optim.Adam: weight decay is coupled L2.
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.update(b1=0.9, b2=0.98, weight_decay=0.0)
-    config.optimizer.schedule.name = "linear_warmup"
-    config.optimizer.schedule.warmup_steps = 10
-
-
-BUILDERS = {"mlp": _mlp, "nanda": _nanda, "grokfast": _grokfast}
-
-
-def _apply(config, overrides):
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+# ``mlp`` is ``mlp_wd`` and ``grokfast`` is ``grokfast_ema``.
+PRESETS = {
+    "mlp": _arm("mlp", "wd"),
+    "nanda": FAMILIES["nanda"],
+    "grokfast": _arm("grokfast", "ema"),
+    **{f"{family}_{arm}": _arm(family, arm) for family, arms in ARMS.items() for arm in arms},
+}
 
 
 def get_config(arg: str | None = None):
-    preset = arg or "mlp"
-    family, _, arm = preset.partition("_")
-    if family not in BUILDERS:
-        raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(presets())}")
+    preset = _presets.parse_arg(arg, PRESETS, default="mlp", file=__file__)
     config = base_config()
-    BUILDERS[family](config)
-    arms = ARMS.get(family, {})
-    arm = arm or DEFAULT_ARM.get(family, "")
-    if arms:
-        if arm not in arms:
-            raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(presets())}")
-        _apply(config, arms[arm])
-        config.analysis.label = arm
-    elif arm:
-        raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(presets())}")
-    return config
-
-
-def presets() -> list[str]:
-    names = [f"{family}_{arm}" for family, arms in ARMS.items() for arm in arms]
-    return ["mlp", "nanda", "grokfast", *names]
+    config.checkpoint_every = 0
+    config.data.name = "modular_arithmetic"
+    config.loss.name = "cross_entropy"
+    config.optimizer.name = "adamw"
+    config.analysis.name = "grokking"
+    return _presets.apply(config, PRESETS[preset])
 
 
 def get_sweep(arg: str | None = None):

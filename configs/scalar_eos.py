@@ -35,11 +35,11 @@ Example:
 
 import numpy as np
 
+from configs import _presets
 from dynamics.train.config import base_config
 
 SEED = 6
 X, Y = 1.053115725517273, 1.870850920677185  # synthetic(seed=6, kind="linear", 1 example)
-PRESETS = ("depth2", "depth4", "depth8", "sign_flip", "quadratic")
 
 
 def near_sharp_minimum(depth: int) -> tuple[tuple[float, ...], float]:
@@ -53,44 +53,50 @@ def near_sharp_minimum(depth: int) -> tuple[tuple[float, ...], float]:
     return tuple(float(w) for w in w0), float(lr)
 
 
+def _depth(depth: int) -> dict:
+    w0, lr = near_sharp_minimum(depth)
+    return {"model.depth": depth, "model.init_weights": w0, "optimizer.learning_rate": lr}
+
+
+# Each preset's changes to the scalar network of the body.
+PRESETS = {
+    "depth2": _depth(2),
+    "depth4": _depth(4),
+    "depth8": _depth(8),
+    "sign_flip": {
+        "num_steps": 2000,
+        "model.depth": 2,
+        "model.init_weights": (2.7, 2.3),
+        "optimizer.learning_rate": 0.38,
+    },
+    "quadratic": {
+        "seed": 0,
+        "data.num_train": 20,
+        "data.input_dim": 20,
+        "model": dict(name="quadratic", num_params=60, epsilon=0.5, coeff_seed=3),
+        "optimizer.learning_rate": 0.4,
+        "probes.sharpness": dict(every=20),
+        "analysis.name": "edge_of_stability",
+    },
+}
+
+
 def get_config(arg: str | None = None):
-    preset = arg or "depth4"
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(PRESETS)}")
+    preset = _presets.parse_arg(arg, PRESETS, default="depth4", file=__file__)
     config = base_config()
     config.seed = SEED
+    config.num_steps = 3000
     config.log_every = 1
     config.eval_every = 0
     config.checkpoint_every = 0
     config.precision = "float64"
-    config.loss.name = "mse"
-    config.optimizer.name = "sgd"
-    if preset == "quadratic":
-        config.seed = 0
-        config.num_steps = 3000
-        config.data.name = "synthetic"
-        config.data.update(kind="linear", num_train=20, num_test=0, input_dim=20, output_dim=1)
-        config.model.name = "quadratic"
-        config.model.update(num_params=60, epsilon=0.5, coeff_seed=3)
-        config.optimizer.learning_rate = 0.4
-        config.probes.sharpness = dict(every=20)
-        config.analysis.name = "edge_of_stability"
-        return config
     config.data.name = "synthetic"
     config.data.update(kind="linear", num_train=1, num_test=0, input_dim=1, output_dim=1)
     config.model.name = "scalar_network"
+    config.loss.name = "mse"
+    config.optimizer.name = "sgd"
     config.analysis.name = "scalar_gfs"
-    if preset == "sign_flip":
-        config.num_steps = 2000
-        config.model.update(depth=2, init_weights=(2.7, 2.3))
-        config.optimizer.learning_rate = 0.38
-    else:
-        depth = int(preset.removeprefix("depth"))
-        w0, lr = near_sharp_minimum(depth)
-        config.num_steps = 3000
-        config.model.update(depth=depth, init_weights=w0)
-        config.optimizer.learning_rate = lr
-    return config
+    return _presets.apply(config, PRESETS[preset])
 
 
 def get_sweep(arg: str | None = None):

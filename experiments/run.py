@@ -9,9 +9,12 @@ The config file's ``get_config(arg)`` returns a ``ConfigDict`` built from
 ``dynamics.train.config.base_config()``; ``:arg`` picks a preset and ``--config.a.b=value``
 overrides one field. The config is validated and every piece built before anything compiles or
 any file is written: a bad name, field, type or shape prints one line naming the field and the
-valid choices and exits with code 2. The default workdir is ``runs/<config>-<preset>/<timestamp>``;
-an existing non-empty workdir is refused (code 2) unless ``--resume`` (continue from its last
-complete checkpoint) or ``--overwrite`` (delete it first). A diverged run is a result: it is
+valid choices and exits with code 2. An override is one argument, ``--config.FIELD=VALUE``
+(``--config.FIELD VALUE`` is refused, by ``experiments.sweep`` too). The default workdir is
+``runs/<config>-<preset>/<timestamp>``, claimed with an exclusive ``mkdir`` once the config is
+built (``-1``, ``-2``, ... appended when runs started in the same second took it); an existing
+non-empty ``--workdir`` is refused (code 2) unless ``--resume`` (continue from its last complete
+checkpoint) or ``--overwrite`` (delete it first). A diverged run is a result: it is
 recorded in ``summary.json`` and exits with code 0.
 
 ``--resume`` first compares the config with the recorded ``config.json``
@@ -33,6 +36,7 @@ import time
 START = time.perf_counter()
 
 import datetime  # noqa: E402
+import itertools  # noqa: E402
 import pathlib  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
@@ -42,11 +46,10 @@ import sys  # noqa: E402
 ARGV = list(sys.argv)  # as typed: the flag parser below takes overrides out of sys.argv
 
 from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "config file, optionally with :preset", lock_config=True
+_CONFIG = flags.DEFINE_string(
+    "config", None, "config file FILE.py[:preset]; --config.FIELD=VALUE overrides one field"
 )
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "run directory (default runs/<config>-<preset>/<time>)"
@@ -59,50 +62,33 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in a multi-process run")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's id in a multi-process run")
 
+# The --config.FIELD=VALUE arguments, taken out of argv before absl parses it (absl knows no such
+# flags); main applies them to the loaded config with ``set_field``, as a sweep does.
+_OVERRIDES: list[tuple[str, str]] = []
+
 
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
-# Overrides of probes and of the sections whose extra keys are constructor arguments (data, model,
-# optimizer, ...), applied by ``set_field`` after the config file is loaded: absl only overrides
-# fields the file defines, while naming a probe adds it and a constructor argument may be new
-# (``--config.optimizer.eps_root=1e-16``); ``validate`` checks them against the constructors.
-_SECTION_OVERRIDES: list[tuple[str, str]] = []
-
-
-def _is_section_override(key: str) -> bool:
-    from dynamics.train.config import RESERVED
-
-    section = key.rpartition(".")[0]
-    return key.startswith("probes.") or section in RESERVED
-
-
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, with every flag or config-file error as one line and exit code 2."""
-    for arg in [a for a in argv if a.startswith("--config.")]:
-        key, sep, value = arg[len("--config.") :].partition("=")
-        if not _is_section_override(key):
-            continue
-        if not sep:
-            _fail(f"override {arg!r} is not of the form --config.FIELD=VALUE")
-        _SECTION_OVERRIDES.append((key, value))
-        argv.remove(arg)
+    """absl's parser for the runner's flags; every error is one line with exit code 2."""
+    from dynamics.registry import ConfigError
+    from dynamics.train.config_file import split_overrides
+
     try:
+        overrides, argv = split_overrides(argv)
         rest = FLAGS(argv)
-        if FLAGS.config is None:
-            _fail("--config=configs/NAME.py[:preset] is required")
-    except SystemExit:
-        raise
-    except AttributeError as e:
-        # config_flags raises a bare AttributeError("'depth'") for an override of a missing field.
-        key = str(e).strip("\"'")
-        overrides = [a[len("--config.") :].split("=")[0] for a in argv if a.startswith("--config.")]
-        field = next((p for p in overrides if key in p.split(".")), key)
-        _fail(f"unknown field config.{field}: the config defines no such key")
-    except Exception as e:  # noqa: BLE001 -- any error loading the config is the user's to fix
-        _fail(" ".join(str(e).split()) or type(e).__name__)
+    except ConfigError as e:
+        _fail(str(e))
+    except flags.Error as e:
+        _fail(" ".join(str(e).split()))
+    if FLAGS.config is None:
+        _fail("--config=configs/NAME.py[:preset] is required")
+    if FLAGS.resume and FLAGS.workdir is None:
+        _fail("--resume needs --workdir=DIR, the run to continue")
+    _OVERRIDES.extend(overrides)
     return rest
 
 
@@ -112,6 +98,23 @@ def default_workdir(config_arg: str, now: datetime.datetime | None = None) -> pa
     name = pathlib.Path(path).stem + (f"-{preset}" if preset else "")
     now = now or datetime.datetime.now()
     return pathlib.Path("runs") / name / now.strftime("%Y%m%d-%H%M%S")
+
+
+def claim_workdir(path: pathlib.Path) -> pathlib.Path:
+    """Creates ``path``, or ``path-1``, ``path-2``, ... if taken, and returns the one it created.
+
+    ``mkdir`` is atomic and fails if the directory exists, so runs started in the same second
+    (whose default workdirs have the same timestamp) never share one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for i in itertools.count():
+        candidate = path if i == 0 else path.with_name(f"{path.name}-{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
 
 
 def _check_workdir(workdir: pathlib.Path, resume: bool, overwrite: bool) -> bool:
@@ -148,32 +151,39 @@ def main(argv: list[str]) -> int:
     from jax.experimental import multihost_utils
 
     from dynamics.registry import ConfigError
-    from dynamics.train import resume
-    from dynamics.train.config import parse_override, set_field, validate
+    from dynamics.train import config_file, resume
+    from dynamics.train.config import validate
     from dynamics.train.distributed import maybe_initialize
     from dynamics.train.loop import build, train
 
-    config_arg = FLAGS["config"].serialize().partition("=")[2]
-    workdir = pathlib.Path(_WORKDIR.value or default_workdir(config_arg))
+    try:
+        _, config = config_file.load(_CONFIG.value)
+        config_file.apply_overrides(config, _OVERRIDES)
+    except ConfigError as e:
+        _fail(str(e))
+    config.lock()
+    workdir = _WORKDIR.value and pathlib.Path(_WORKDIR.value)
     # Every process looks at the workdir before joining the run, so none of them can see files
     # that another one has already written.
-    clear = _check_workdir(workdir, _RESUME.value, _OVERWRITE.value)
+    clear = workdir is not None and _check_workdir(workdir, _RESUME.value, _OVERWRITE.value)
     maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    if _WORKDIR.value is None and jax.process_count() > 1:
+    if workdir is None and jax.process_count() > 1:
         _fail("a multi-process run needs the same --workdir on every process")
-    config = _CONFIG.value
     try:
-        for key, value in _SECTION_OVERRIDES:
-            set_field(config, key, parse_override(config, key, value), where=f"--config.{key}")
-        validate(config)
+        warnings = validate(config)
         # Before anything is built or written: the recorded run must be one this config continues.
         plan = resume.plan(workdir, config) if _RESUME.value else None
         run = build(config)
     except ConfigError as e:
         _fail(str(e))
     is_main = jax.process_index() == 0
+    if is_main:
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     if _RESUME.value and plan is None and is_main:
         print(f"{workdir} is empty or absent: nothing to resume, starting afresh", file=sys.stderr)
+    if workdir is None:
+        workdir = claim_workdir(default_workdir(_CONFIG.value))
     if clear and is_main:
         shutil.rmtree(workdir)
     if jax.process_count() > 1:

@@ -1,19 +1,23 @@
 r"""Run a sweep of one config locally or on Slurm; re-running the same command carries it on.
 
     python -m experiments.sweep --config=configs/NAME.py[:preset] --executor=local|slurm \
-        [--max-parallel=N] [--sweep-dir=DIR] [--limit=N] [--dry-run] [--retry-failed] \
+        [--max_parallel=N] [--sweep_dir=DIR] [--limit=N] [--dry_run] [--retry_failed] \
         [--metric=NAME] [--x=FIELD] [--config.a.b=value ...]
-    python -m experiments.sweep --sweep-dir=DIR --report [--metric=NAME] [--x=FIELD]
+    python -m experiments.sweep --sweep_dir=DIR --report [--metric=NAME] [--x=FIELD]
 
-The runs are the override dicts of the config file's ``get_sweep(preset)`` (one run without it);
-``--config.a.b=value`` applies to every run. Each run is ``python -m experiments.run`` in
-``DIR/<name from its overrides>`` with its log in ``DIR/logs/``; ``DIR/sweep.json`` records every
-run. Re-running skips completed and diverged runs, resumes interrupted ones from their checkpoints
-and retries failed ones only with ``--retry-failed``. A failing or diverging run never stops the
-others. At the end the table of every run (status, swept values, summary metrics) is printed and
-written to ``DIR/results.csv``, and ``--metric`` (default: ``final.loss``, else the first numeric
-summary metric) is plotted against ``--x`` (default: the first numeric swept field) in
-``DIR/plots/``. ``--report`` rebuilds table and plot from the manifest alone.
+Flags are absl flags spelt as ``experiments.run`` spells its own (underscores); ``--help`` lists
+them. The runs are the override dicts of the config file's ``get_sweep(preset)`` (one run without
+it); ``--config.a.b=value`` applies to every run, one argument each as for ``experiments.run``
+(``--config.a.b value`` is refused by both). ``--dry_run`` prints what each run would do and its
+runner command line, shell-quoted with the interpreter first, ready to paste. Each run is
+``python -m experiments.run`` in ``DIR/<name from its overrides>`` with its log in ``DIR/logs/``;
+``DIR/sweep.json`` records every run. Re-running skips completed and diverged runs, resumes
+interrupted ones from their checkpoints and retries failed ones only with ``--retry_failed``. A
+failing or diverging run never stops the others. At the end the table of every run (status, swept
+values, summary metrics) is printed and written to ``DIR/results.csv``, and ``--metric`` (default:
+``final.loss``, else the first numeric summary metric) is plotted against ``--x`` (default: the
+first numeric swept field) in ``DIR/plots/``. ``--report`` rebuilds table and plot from the
+manifest alone.
 
 Slurm settings come from flags or from the config's ``sweep`` section (flags win)::
 
@@ -21,17 +25,22 @@ Slurm settings come from flags or from the config's ``sweep`` section (flags win
                         mem="32G", sbatch={"account": "my-lab"}, max_parallel=16,
                         metric="final_sharpness", x="optimizer.learning_rate")
 
-Exit codes: 0 when every run has ended (whatever its status), 2 for an invalid config or sweep,
-130 when interrupted (re-run the command to resume).
+A run that fails keeps the last line of its log (its error) as ``reason`` in ``sweep.json``, the
+table and ``results.csv``.
+
+Exit codes: 0 when every run has ended (whatever its status), 2 for an invalid config, sweep or
+flag (one line), 130 when interrupted (re-run the command to resume).
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import os
+import shlex
 import sys
 from pathlib import Path
+
+from absl import flags
 
 from dynamics.registry import ConfigError
 from dynamics.sweep import launch, manifest, naming, results
@@ -42,41 +51,59 @@ SLURM_FIELDS = [f for f in SlurmOptions.__dataclass_fields__]
 SECTION_FIELDS = {*SLURM_FIELDS, "max_parallel", "metric", "x"}
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.sweep", description=__doc__.split("\n")[0], allow_abbrev=False
-    )
-    p.add_argument("--config", help="FILE[:preset] with get_config(arg) and get_sweep(arg)")
-    p.add_argument("--executor", choices=["local", "slurm"], default="local")
-    p.add_argument("--max-parallel", type=int, help="runs at once (local: 1, slurm: all)")
-    p.add_argument("--sweep-dir", help="default: runs/sweeps/<config name>[-<preset>]")
-    p.add_argument("--limit", type=int, help="keep only the first N runs (a quick trial)")
-    p.add_argument("--dry-run", action="store_true", help="print what would run; change nothing")
-    p.add_argument("--retry-failed", action="store_true", help="start failed runs again")
-    p.add_argument("--report", action="store_true", help="table and plot from sweep.json only")
-    p.add_argument("--metric", help="summary metric to plot (default: final.loss)")
-    p.add_argument("--x", help="swept field on the plot's x axis (default: first numeric one)")
-    p.add_argument("--poll", type=float, default=5.0, help="seconds between Slurm queue checks")
-    slurm = p.add_argument_group("slurm (override the config's sweep section)")
-    slurm.add_argument("--partition")
-    slurm.add_argument("--time-min", type=int, help="time limit of each run in minutes")
-    slurm.add_argument("--nodes", type=int)
-    slurm.add_argument("--ntasks-per-node", type=int, help="JAX processes per node (GPUs/node)")
-    slurm.add_argument("--cpus-per-task", type=int)
-    slurm.add_argument("--gpus-per-task", type=int)
-    slurm.add_argument("--mem", help="memory per node, e.g. 32G")
-    slurm.add_argument(
-        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra #SBATCH line"
-    )
-    args, rest = p.parse_known_args(argv)
-    bad = [a for a in rest if not (a.startswith("--config.") and "=" in a)]
-    if bad:
-        p.error(f"unrecognized arguments: {' '.join(bad)} (overrides are --config.FIELD=VALUE)")
-    if not args.report and not args.config:
-        p.error("--config is required (or --report with --sweep-dir)")
-    if args.report and not (args.sweep_dir or args.config):
-        p.error("--report needs --sweep-dir (or the --config that names it)")
-    return args, rest
+# (kind, name, default, help) of every flag; the Slurm ones override the config's sweep section.
+FLAG_SPECS = [
+    ("string", "config", None, "FILE[:preset] with get_config(arg) and get_sweep(arg)"),
+    ("integer", "max_parallel", None, "runs at once (local: 1, slurm: all)"),
+    ("string", "sweep_dir", None, "default: runs/sweeps/<config name>[-<preset>]"),
+    ("integer", "limit", None, "keep only the first N runs (a quick trial)"),
+    ("bool", "dry_run", False, "print the runner command lines; change nothing"),
+    ("bool", "retry_failed", False, "start failed runs again"),
+    ("bool", "report", False, "table and plot from sweep.json only"),
+    ("string", "metric", None, "summary metric to plot (default: final.loss)"),
+    ("string", "x", None, "swept field on the plot's x axis (default: first numeric one)"),
+    ("float", "poll", 5.0, "seconds between Slurm queue checks"),
+    ("string", "partition", None, "Slurm partition"),
+    ("integer", "time_min", None, "time limit of each run in minutes"),
+    ("integer", "nodes", None, "nodes per run"),
+    ("integer", "ntasks_per_node", None, "JAX processes per node (GPUs/node)"),
+    ("integer", "cpus_per_task", None, "CPUs per task"),
+    ("integer", "gpus_per_task", None, "GPUs per task"),
+    ("string", "mem", None, "memory per node, e.g. 32G"),
+    ("multi_string", "sbatch", [], "extra #SBATCH line KEY=VALUE (repeatable)"),
+]
+
+
+def _define_flags() -> flags.FlagValues:
+    """The sweep's flags, in a FlagValues of their own (``main`` may be called more than once)."""
+    fv = flags.FlagValues()
+    flags.DEFINE_enum("executor", "local", ["local", "slurm"], "where the runs go", flag_values=fv)
+    for kind, name, default, help_text in FLAG_SPECS:
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=fv)
+    return fv
+
+
+def parse_args(argv: list[str]) -> tuple[flags.FlagValues, list[str]]:
+    """``(flags, shared overrides)``; ConfigError (one line) for anything that does not parse.
+
+    The overrides are the ``--config.FIELD=VALUE`` arguments, parsed as ``experiments.run`` parses
+    them (:mod:`dynamics.train.config_file`); every other argument is an absl flag.
+    """
+    from dynamics.train.config_file import split_overrides
+
+    overrides, rest = split_overrides(argv)
+    fv = _define_flags()
+    try:
+        positional = fv(["python -m experiments.sweep", *rest])[1:]
+    except flags.Error as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    if positional:
+        raise ConfigError(f"unexpected argument {positional[0]!r}; flags are --NAME=VALUE")
+    if not fv.report and not fv.config:
+        raise ConfigError("--config=configs/NAME.py[:preset] is required (or --report)")
+    if fv.report and not (fv.sweep_dir or fv.config):
+        raise ConfigError("--report needs --sweep_dir (or the --config that names it)")
+    return fv, [f"--config.{k}={v}" for k, v in overrides]
 
 
 def default_sweep_dir(spec: str) -> Path:
@@ -98,7 +125,7 @@ def sweep_section(config) -> dict:
     return section
 
 
-def slurm_options(args: argparse.Namespace, section: dict) -> SlurmOptions:
+def slurm_options(args: flags.FlagValues, section: dict) -> SlurmOptions:
     values = {k: section[k] for k in SLURM_FIELDS if k in section}
     flags = [k for k in SLURM_FIELDS if k != "sbatch" and getattr(args, k) is not None]
     values.update({k: getattr(args, k) for k in flags})
@@ -117,7 +144,8 @@ def plan(args, shared: list[str], sweep_dir: Path) -> tuple[manifest.Manifest, l
     config, overrides = launch.load_sweep(args.config)
     if args.limit is not None:
         overrides = overrides[: args.limit]
-    launch.check_runs(config, overrides, shared)
+    for warning in launch.check_runs(config, overrides, shared):
+        print(f"warning: {warning}", file=sys.stderr)
     spec = launch.absolute_config(args.config)
     m = manifest.load(sweep_dir)
     if m is None:
@@ -125,7 +153,7 @@ def plan(args, shared: list[str], sweep_dir: Path) -> tuple[manifest.Manifest, l
     elif (m.config, m.overrides) != (spec, shared):
         raise ConfigError(
             f"{sweep_dir} holds a sweep of {m.config} with overrides {m.overrides}; "
-            "use another --sweep-dir for a different config or overrides"
+            "use another --sweep_dir for a different config or overrides"
         )
     planned, seen = [], {}
     for i, o in enumerate(overrides):
@@ -160,8 +188,12 @@ def report(m: manifest.Manifest, sweep_dir: Path, metric: str | None, x: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, shared = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if {"--help", "-h", "--helpfull"} & set(argv):
+        print(__doc__ + "\nflags:\n" + _define_flags().get_help())
+        return 0
     try:
+        args, shared = parse_args(argv)
         sweep_dir = Path(args.sweep_dir or default_sweep_dir(args.config)).resolve()
         if args.report:
             m = manifest.load(sweep_dir)
@@ -189,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for run in planned:
             print(f"  {actions[run.name]:6s} {run.name} [{run.status}]")
-        for _, argv in jobs:
-            print("  $ " + " ".join(argv[1:]))
+        for _, command in jobs:
+            print("  " + shlex.join(command))
         return 0
 
     manifest.save(sweep_dir, m)

@@ -19,8 +19,8 @@ Example:
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -37,61 +37,48 @@ def absolute_config(spec: str, cwd: str | os.PathLike = ".") -> str:
     return str(Path(cwd, path).resolve()) + sep + arg
 
 
-def _load_module(path: str):
-    if not Path(path).is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"_sweep_config_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def load_sweep(spec: str):
     """``(get_config(arg), get_sweep(arg))`` of the config file ``FILE[:arg]``."""
-    path, sep, arg = spec.partition(":")
-    module = _load_module(path)
-    args = (arg,) if sep else ()
-    config = module.get_config(*args)
-    runs = module.get_sweep(*args) if hasattr(module, "get_sweep") else [{}]
+    from dynamics.train import config_file  # imports jax: not needed to follow Slurm jobs
+
+    module, config = config_file.load(spec)
+    _, sep, arg = spec.partition(":")
+    runs = module.get_sweep(*((arg,) if sep else ())) if hasattr(module, "get_sweep") else [{}]
     if not runs:
         raise ConfigError(f"get_sweep of {spec} returned no runs")
     return config, [dict(r) for r in runs]
 
 
-def shared_keys(shared: Sequence[str]) -> list[str]:
-    """The dotted fields of ``--config.a.b=value`` arguments."""
-    keys = []
-    for arg in shared:
-        if not arg.startswith("--config.") or "=" not in arg:
-            raise ConfigError(f"override {arg!r} is not of the form --config.FIELD=VALUE")
-        keys.append(arg[len("--config.") :].partition("=")[0])
-    return keys
-
-
-def check_runs(config, runs: Sequence[Mapping[str, Any]], shared: Sequence[str] = ()) -> None:
-    """Raises ConfigError if an override does not apply to ``config`` or a run fails validation.
+def check_runs(config, runs: Sequence[Mapping[str, Any]], shared: Sequence[str] = ()) -> list[str]:
+    """Raises ConfigError if an override does not apply to ``config`` or a run fails validation;
+    returns the validation warnings, each prefixed with its run.
 
     ``shared`` are ``--config.FIELD=VALUE`` arguments for every run, applied (with the value parsed
     as the runner parses it) before each run's own overrides; their fields must not be swept (the
     sweep's value would silently win).
     """
-    from dynamics.train.config import parse_override, set_field, validate
+    from dynamics.train import config_file
+    from dynamics.train.config import set_field, validate
 
-    keys = shared_keys(shared)
-    for key in keys:
+    pairs, rest = config_file.split_overrides(shared)
+    if rest:
+        raise ConfigError(f"override {rest[0]!r} is not of the form --config.FIELD=VALUE")
+    for key, _ in pairs:
         if any(key in run for run in runs):
             raise ConfigError(f"--config.{key} is also set by the sweep; drop one of them")
-    base = copy.deepcopy(config)
-    for key, arg in zip(keys, shared, strict=True):
-        set_field(base, key, parse_override(base, key, arg.partition("=")[2]), f"--config.{key}")
+    base = config_file.apply_overrides(copy.deepcopy(config), pairs)
+    warnings = []
     for i, run in enumerate(runs):
         c = copy.deepcopy(base)
         for key, value in run.items():
             set_field(c, key, value, f"sweep run {i}")
         try:
-            validate(c, num_devices=c.mesh.data * c.mesh.model)
+            warnings += [
+                f"sweep run {i}: {w}" for w in validate(c, num_devices=c.mesh.data * c.mesh.model)
+            ]
         except ConfigError as e:
             raise ConfigError(f"sweep run {i} {dict(run)}: {e}") from None
+    return warnings
 
 
 def runner_argv(manifest: Manifest, run: Run, action: str) -> list[str]:
@@ -110,21 +97,11 @@ def runner_argv(manifest: Manifest, run: Run, action: str) -> list[str]:
     ]
 
 
-def popen(argv: Sequence[str], cwd: str, log: str | os.PathLike) -> subprocess.Popen:
-    """Starts ``argv`` in ``cwd`` with stdout and stderr appended to ``log``."""
+def popen(argv: Sequence[str], cwd: str, log: str | os.PathLike, **kwargs: Any) -> subprocess.Popen:
+    """Starts ``argv`` in ``cwd`` with stdout and stderr appended to ``log`` (and the command line,
+    shell-quoted, before them); ``kwargs`` go to ``subprocess.Popen``."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
-        f.write(("$ " + " ".join(argv) + "\n").encode())
+        f.write(("$ " + shlex.join(argv) + "\n").encode())
         f.flush()
-        return subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
-
-
-def execute(argv: Sequence[str], cwd: str, log: str) -> int:
-    """Runs ``argv`` to the end and returns its exit code (what a Slurm task runs).
-
-    In a job with several tasks every task runs the runner (one JAX process each); each task
-    appends to its own log.
-    """
-    if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
-        log = f"{log}.{os.environ.get('SLURM_PROCID', '0')}"
-    return popen(argv, cwd, log).wait()
+        return subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, **kwargs)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dynamics.sweep.launch import popen
-from dynamics.sweep.manifest import Run, finish
+from dynamics.sweep.manifest import Run, finish, log_path
 
 
 def _stop(procs: Sequence[subprocess.Popen], grace_s: float = 10.0) -> None:
@@ -46,12 +46,13 @@ def run_local(
         while queue or active:
             while queue and len(active) < max(1, max_parallel):
                 run, argv = queue.pop(0)
-                proc = popen(argv, cwd, Path(log_dir) / f"{run.name}.log")
+                proc = popen(argv, cwd, log_path(log_dir, run))
                 run.status, run.job_id, run.returncode = "running", f"local:{proc.pid}", None
                 active[proc] = run
                 on_change(run)
             for proc in [p for p in active if p.poll() is not None]:
-                on_change(finish(active.pop(proc), proc.returncode))
+                run = active.pop(proc)
+                on_change(finish(run, proc.returncode, log_path(log_dir, run)))
             time.sleep(poll_s)
     finally:
         _stop(list(active))

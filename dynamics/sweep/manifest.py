@@ -45,6 +45,7 @@ class Run:
     job_id: str | None = None
     returncode: int | None = None
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reason: str | None = None
 
 
 @dataclasses.dataclass
@@ -91,7 +92,7 @@ def refresh(run: Run) -> Run:
     if summary is not None and summary.get("status") in FINAL:
         run.status, run.summary = summary["status"], summary
     elif run.status == "failed":
-        pass  # the runner exited non-zero before writing a summary; only --retry-failed reruns it
+        pass  # the runner exited non-zero before writing a summary; only --retry_failed reruns it
     else:
         run.status = "interrupted" if Path(run.workdir).exists() else "pending"
     return run
@@ -106,14 +107,37 @@ def action(run: Run, retry_failed: bool) -> str:
     return "resume" if run.status == "interrupted" else "start"
 
 
-def finish(run: Run, returncode: int | None) -> Run:
+def log_path(log_dir: str | os.PathLike, run: Run) -> Path:
+    """Where the runner's output of ``run`` goes (task ``i`` of a multi-task job: ``.i`` added)."""
+    return Path(log_dir) / f"{run.name}.log"
+
+
+def last_line(log: str | os.PathLike, limit: int = 300) -> str | None:
+    """The last non-empty line of a log (at most ``limit`` characters), or None without one."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 64 * 1024))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    line = next((line.strip() for line in reversed(lines) if line.strip()), None)
+    return line if line is None or len(line) <= limit else line[: limit - 3] + "..."
+
+
+def finish(run: Run, returncode: int | None, log: str | os.PathLike | None = None) -> Run:
     """Records the end of a run's process; returns ``run``.
 
     The status is the summary's if the run wrote one, else ``failed`` for a known exit code, else
     (the process vanished: killed, timed out, preempted) ``interrupted``, which a re-run resumes.
+    A failed run's ``reason`` is the last line of its ``log`` (the runner's one-line error, or the
+    last line of a traceback).
     """
     run.returncode = returncode
     refresh(run)
     if run.status not in FINAL and returncode is not None:
         run.status = "failed"
+    if run.status == "failed" and log is not None:
+        run.reason = last_line(log) or last_line(f"{log}.0")
+    else:
+        run.reason = None
     return run

@@ -1,9 +1,10 @@
 """The results of a sweep: one row per run (status, swept values, summary metrics), CSV and plot.
 
-The printed table shows name, status, swept values and the ``final.*`` metrics of the runner's
-summary; ``results.csv`` has every scalar summary entry (nested keys dotted: ``final.loss``).
-Everything is computed from the manifest (and each run's ``summary.json`` when it is newer), so
-``python -m experiments.sweep --sweep-dir=DIR --report`` rebuilds it without the config.
+The printed table shows name, status, swept values, the ``final.*`` metrics of the runner's summary
+and, for a failed run, its ``reason`` (the last line of its log); ``results.csv`` has every scalar
+summary entry (nested keys dotted: ``final.loss``). Everything is computed from the manifest (and
+each run's ``summary.json`` when it is newer), so ``python -m experiments.sweep --sweep_dir=DIR
+--report`` rebuilds it without the config.
 
 The plot shows a chosen summary metric against one swept field, one line per combination of the
 other swept fields. If the summary also has ``<metric>_threshold`` (the repository's convention
@@ -46,13 +47,16 @@ def swept_keys(runs: Sequence[Run]) -> list[str]:
 
 
 def table(manifest: Manifest) -> tuple[list[str], list[list[Any]]]:
-    """``(header, rows)``: name, status, every swept field, then every summary metric."""
+    """``(header, rows)``: name, status, every swept field, every summary metric, then the
+    ``reason`` of failed runs (when there are any)."""
     keys = swept_keys(manifest.runs)
     metrics = [flat_metrics(r.summary) for r in manifest.runs]
     metric_keys = list(dict.fromkeys(k for m in metrics for k in m))
-    header = ["name", "status", *keys, *metric_keys]
+    reasons = ["reason"] if any(r.reason for r in manifest.runs) else []
+    header = ["name", "status", *keys, *metric_keys, *reasons]
     rows = [
         [r.name, r.status, *(r.overrides.get(k) for k in keys), *(m.get(k) for k in metric_keys)]
+        + ([r.reason] if reasons else [])
         for r, m in zip(manifest.runs, metrics, strict=True)
     ]
     return header, rows
@@ -107,12 +111,14 @@ def default_metric(runs: Sequence[Run]) -> str | None:
 
 
 def brief(header: Sequence[str], rows: Sequence[Sequence[Any]], keep: int):
-    """The first ``keep`` columns and the ``final.*`` metrics (all columns if there are none).
+    """The first ``keep`` columns, the ``final.*`` metrics and ``reason`` (all columns if there
+    are neither metrics nor reasons).
 
     The printed table shows what tells runs apart; ``results.csv`` keeps every summary entry
     (timings, versions, devices).
     """
-    cols = list(range(keep)) + [i for i, h in enumerate(header) if h.startswith("final.")]
+    shown = [i for i, h in enumerate(header) if h.startswith("final.") or h == "reason"]
+    cols = list(range(keep)) + [i for i in shown if i >= keep]
     if len(cols) == keep:
         return header, rows
     return [header[i] for i in cols], [[row[i] for i in cols] for row in rows]

@@ -1,8 +1,9 @@
 """The Slurm executor: every run one task of a submitit job array, followed until all end.
 
 The runs are submitted as one job array (``sbatch --array``, at most ``max_parallel`` running at
-once) through submitit; each array task calls :func:`dynamics.sweep.launch.execute`, which runs
-``python -m experiments.run`` and returns its exit code. Jobs with several tasks (``nodes`` x
+once) through submitit; each array task is a :class:`dynamics.sweep.requeue.RunnerTask`, which
+runs ``python -m experiments.run`` and returns its exit code, and on preemption requeues the job
+to resume the run from its checkpoint. Jobs with several tasks (``nodes`` x
 ``ntasks_per_node`` > 1) run the runner once per task, and the runner joins them into one JAX
 program through ``jax.distributed`` (Slurm's environment names the coordinator).
 
@@ -29,8 +30,8 @@ from typing import Any
 
 import submitit
 
-from dynamics.sweep.launch import execute
-from dynamics.sweep.manifest import Run, finish
+from dynamics.sweep.manifest import Run, finish, log_path
+from dynamics.sweep.requeue import RunnerTask
 
 
 @dataclasses.dataclass
@@ -113,10 +114,10 @@ def run_slurm(
             to_submit.append((run, argv))
     if to_submit:
         submitted = executor.map_array(
-            execute,
+            RunnerTask(),
             [argv for _, argv in to_submit],
             [cwd] * len(to_submit),
-            [str(Path(log_dir) / f"{run.name}.log") for run, _ in to_submit],
+            [str(log_path(log_dir, run)) for run, _ in to_submit],
         )
         for (run, _), job in zip(to_submit, submitted, strict=True):
             run.status, run.job_id, run.returncode = "queued", job.job_id, None
@@ -139,7 +140,7 @@ def run_slurm(
         for job_id, (run, job) in list(followed.items()):
             if job_id not in states:
                 del followed[job_id]
-                on_change(finish(run, _returncode(job)))
+                on_change(finish(run, _returncode(job), log_path(log_dir, run)))
             elif states[job_id] == "RUNNING" and run.status != "running":
                 run.status = "running"
                 on_change(run)

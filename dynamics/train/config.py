@@ -15,12 +15,18 @@ Example:
   >>> config = base_config()
   >>> config.optimizer.learning_rate = 0.1
   >>> validate(config)
+  []
+  >>> config.optimizer.schedule.update(name="warmup_cosine", warmup_steps=2000)
+  >>> print(*validate(config))  # doctest: +ELLIPSIS
+  num_steps = 1000 is shorter than optimizer.schedule.warmup_steps = 2000: the run ends before...
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
+import inspect
 import numbers
 
 import jax
@@ -164,11 +170,61 @@ def registries():
     )
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
-    """Raises ConfigError naming the first invalid field; returns None for a valid config.
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_schedule(config: ml_collections.ConfigDict, schedules: Registry) -> list[str]:
+    """Refuses a learning rate that is not positive and a schedule that ends above its peak;
+    returns warnings for what may be meant (a run shorter than its warm-up, a warm-up that starts
+    above the peak)."""
+    lr = config.optimizer.learning_rate
+    if not _is_number(lr) or lr <= 0:
+        raise ConfigError(f"optimizer.learning_rate must be a number > 0, got {lr!r}")
+    fn = schedules.get(config.optimizer.schedule.name)
+    kwargs = {
+        k: p.default
+        for k, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    kwargs.update(section_kwargs(config, "optimizer.schedule"))
+    kwargs = {k: v for k, v in kwargs.items() if _is_number(v)}
+    where = "optimizer.schedule"
+    for key in ("init_value", "end_value"):
+        if kwargs.get(key, 0) < 0:
+            raise ConfigError(f"{where}.{key} must be >= 0, got {kwargs[key]!r}")
+    if kwargs.get("end_value", 0) > lr:
+        raise ConfigError(
+            f"{where}.end_value = {kwargs['end_value']!r} is above the peak "
+            f"optimizer.learning_rate = {lr!r}: the schedule would end above its peak"
+        )
+    if not 0 <= kwargs.get("alpha", 0) <= 1:
+        raise ConfigError(
+            f"{where}.alpha = {kwargs['alpha']!r} must be in [0, 1]: the schedule ends at "
+            "alpha * optimizer.learning_rate"
+        )
+    warnings = []
+    if kwargs.get("init_value", 0) > lr:
+        warnings.append(
+            f"{where}.init_value = {kwargs['init_value']!r} is above the peak "
+            f"optimizer.learning_rate = {lr!r}: the warm-up goes down"
+        )
+    if "warmup_steps" in kwargs and config.num_steps < kwargs["warmup_steps"]:
+        warnings.append(
+            f"num_steps = {config.num_steps} is shorter than {where}.warmup_steps = "
+            f"{kwargs['warmup_steps']}: the run ends before the learning rate reaches its peak"
+        )
+    return warnings
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> list[str]:
+    """Raises ConfigError naming the first invalid field; returns warnings for a valid config.
 
     Checks the registry names and keyword fields of every section, the types and ranges of the
-    loop's integers, the precision, and that the mesh fits the devices and divides the batch.
+    loop's integers, the precision, the learning rate and its schedule (a learning rate that is
+    not positive, or a schedule that ends above its peak, is refused; a run shorter than its
+    warm-up, or a warm-up from above the peak, is a warning: a short trial of a long run means
+    it), and that the mesh fits the devices and divides the batch.
     Dataset-dependent shapes (batch larger than the training set) are checked when the dataset is
     built (:func:`dynamics.train.loop.build`).
     """
@@ -192,9 +248,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _check_named(config, "optimizer.schedule", reg["schedule"])
     _check_named(config, "optimizer.filter", reg["filter"], optional=True)
     _check_named(config, "optimizer.constraint", reg["constraint"], optional=True)
-    lr = config.optimizer.learning_rate
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise ConfigError(f"optimizer.learning_rate must be a number, got {lr!r}")
+    warnings = _check_schedule(config, reg["schedule"])
 
     for name, probe in config.probes.items():
         where = f"probes.{name}"
@@ -239,6 +293,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
             raise ConfigError(
                 f"data.batch_size = {batch_size} is not divisible by mesh.data = {config.mesh.data}"
             )
+    return warnings
 
 
 def parse_value(raw: str):
@@ -261,29 +316,52 @@ def parse_override(config: ml_collections.ConfigDict, key: str, raw: str):
     return raw if isinstance(node, str) else parse_value(raw)
 
 
-def set_field(config: ml_collections.ConfigDict, key: str, value, where: str = "override") -> None:
+def _unknown(node: ml_collections.ConfigDict, key: str, depth: int, prefix: str) -> ConfigError:
+    """``unknown field config.KEY (did you mean FIELD?)``, or the valid fields when none is close.
+
+    ``depth`` is the index of the first part of ``key`` that ``node`` lacks.
+    """
+    parts = key.split(".")
+    names = sorted(node.keys())
+    close = difflib.get_close_matches(parts[depth], names, n=1)
+    path = ".".join([*parts[:depth], *close])
+    hint = f" (did you mean {path}?)" if close else f"; valid fields: {', '.join(names)}"
+    return ConfigError(f"{prefix}unknown field config.{key}{hint}")
+
+
+def set_field(
+    config: ml_collections.ConfigDict,
+    key: str,
+    value,
+    where: str | None = None,
+    add: bool = False,
+) -> None:
     """Sets the dotted field ``key`` of ``config`` to ``value``; raises ConfigError if it cannot.
 
     Every field must exist already, with two exceptions that :func:`validate` checks against the
     constructors instead: naming a probe adds it (``probes.sharpness.every=50`` turns the
     sharpness probe on, and its keyword fields may be set freely), and a section whose extra keys
     are constructor arguments (``data``, ``model``, ``optimizer``, ...) takes new ones
-    (``optimizer.eps_root=1e-16`` in a sweep arm that switches to Adam).
+    (``optimizer.eps_root=1e-16`` in a sweep arm that switches to Adam). With ``add`` (a config
+    file's presets, which define the fields as its body does) the leaf may be new anywhere.
+    ``where`` (e.g. ``"sweep run 3"``) starts the error message; a misspelled field is named
+    with the closest existing one: ``unknown field config.num_stepz (did you mean num_steps?)``.
     """
+    prefix = f"{where}: " if where else ""
     *parents, leaf = key.split(".")
     node = config
     for depth, part in enumerate(parents):
         if part not in node:
             if parents[:depth] != ["probes"]:
-                raise ConfigError(f"{where} sets {key}, but the config has no field {part}")
+                raise _unknown(node, key, depth, prefix)
             with node.unlocked():
                 node[part] = ml_collections.ConfigDict()
         node = node[part]
     section = ".".join(parents)
-    if leaf not in node and parents[:1] != ["probes"] and section not in RESERVED:
-        raise ConfigError(f"{where} sets {key}, but the config has no field {key}")
+    if leaf not in node and not add and parents[:1] != ["probes"] and section not in RESERVED:
+        raise _unknown(node, key, len(parents), prefix)
     try:
         with node.unlocked():
             node[leaf] = value
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where} sets {key} = {value!r}: {' '.join(str(e).split())}") from None
+        raise ConfigError(f"{prefix}config.{key} = {value!r}: {' '.join(str(e).split())}") from None

@@ -52,7 +52,7 @@ def commands(sweep_dir, name):
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
     sweep_dir = tmp_path_factory.mktemp("sweep")
-    return sweep_dir, *sweep(f"--config={CONFIG}", f"--sweep-dir={sweep_dir}", "--max-parallel=3")
+    return sweep_dir, *sweep(f"--config={CONFIG}", f"--sweep_dir={sweep_dir}", "--max_parallel=3")
 
 
 def test_sweep_runs_everything_despite_failures(first):
@@ -89,14 +89,14 @@ def test_rerun_skips_resumes_and_retries(first):
     steps = sorted(int(p.name) for p in (cut / "checkpoints").iterdir() if p.name.isdigit())
     shutil.rmtree(cut / "checkpoints" / str(steps[-1]))
     before = (Path(m.run(DIVERGED).workdir) / "summary.json").read_text()
-    base = [f"--config={CONFIG}", f"--sweep-dir={sweep_dir}", "--max-parallel=2"]
+    base = [f"--config={CONFIG}", f"--sweep_dir={sweep_dir}", "--max_parallel=2"]
 
-    # Without --retry-failed the failed run stays as it is.
-    code, out = sweep(*base, "--dry-run")
+    # Without --retry_failed the failed run stays as it is.
+    code, out = sweep(*base, "--dry_run")
     assert code == 0 and "1 resume, 2 skip" in out, out
     assert f"skip   {FAILED} [failed]" in out and f"resume {GOOD} [interrupted]" in out
 
-    code, out = sweep(*base, "--retry-failed")
+    code, out = sweep(*base, "--retry_failed")
     assert code == 0, out[-3000:]
     assert "1 resume, 1 skip, 1 retry" in out, out
     m = manifest.load(sweep_dir)
@@ -115,7 +115,7 @@ def test_report_rebuilds_from_manifest(first, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns("results.csv", "plots"))
     # Without --config: the manifest alone (and the runs' summaries) rebuild table and plot.
-    code, _ = sweep(f"--sweep-dir={copy}", "--report", "--metric=final.loss")
+    code, _ = sweep(f"--sweep_dir={copy}", "--report", "--metric=final.loss")
     assert code == 0
     assert (copy / "results.csv").read_text() == (sweep_dir / "results.csv").read_text()
     assert (copy / "plots" / "final.loss.png").exists()
@@ -130,11 +130,11 @@ def test_config_errors_fail_before_launching(tmp_path, capsys):
         ("--config.num_steps=many", "num_steps"),
         ("--config.probes.sharpnes.every=5", "unknown probe 'sharpnes'"),
     ]:
-        assert sweep_cli.main([f"--config={CONFIG}", f"--sweep-dir={tmp_path}", bad]) == 2
+        assert sweep_cli.main([f"--config={CONFIG}", f"--sweep_dir={tmp_path}", bad]) == 2
         assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
     code = sweep_cli.main(
-        [f"--config={CONFIG}:three", f"--sweep-dir={tmp_path}", "--limit=2", "--dry-run"]
+        [f"--config={CONFIG}:three", f"--sweep_dir={tmp_path}", "--limit=2", "--dry_run"]
     )
     out = capsys.readouterr().out
     assert code == 0 and "2 runs" in out and "2 start" in out
@@ -166,7 +166,7 @@ def test_slurm_options_from_config_section_and_flags():
     """Flags win over the config's sweep section; --sbatch lines add to the section's."""
     section = {"partition": "cpu", "time_min": 30, "mem": "4G", "sbatch": {"account": "lab"}}
     args, _ = sweep_cli.parse_args(
-        ["--config=c.py", "--partition=gpu", "--gpus-per-task=1", "--sbatch=--qos=high"]
+        ["--config=c.py", "--partition=gpu", "--gpus_per_task=1", "--sbatch=--qos=high"]
     )
     opts = sweep_cli.slurm_options(args, section)
     assert (opts.partition, opts.time_min, opts.mem, opts.gpus_per_task) == ("gpu", 30, "4G", 1)

@@ -6,6 +6,7 @@ pid at the end. Without root or apt the test fails: it is part of CI, not option
 """
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from dynamics.sweep import manifest
+from dynamics.train.metrics import read_records
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
@@ -77,8 +79,8 @@ def test_sweep_on_slurm(cluster, tmp_path):
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
     sweep_dir = tmp_path / "sweep"
     argv = [sys.executable, "-m", "experiments.sweep", "--config=tests/sweep/tiny_config.py:three"]
-    argv += [f"--sweep-dir={sweep_dir}", "--executor=slurm", "--poll=1", "--time-min=10"]
-    argv += ["--cpus-per-task=1", "--sbatch=comment=dynamics-test"]
+    argv += [f"--sweep_dir={sweep_dir}", "--executor=slurm", "--poll=1", "--time_min=10"]
+    argv += ["--cpus_per_task=1", "--sbatch=comment=dynamics-test"]
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -100,3 +102,55 @@ def test_sweep_on_slurm(cluster, tmp_path):
     # Progress: each run is reported when Slurm starts it and when it ends.
     for name in names:
         assert f"{name}: running" in proc.stdout and f"{name}: completed" in proc.stdout
+
+
+def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(cluster, tmp_path):
+    """``scancel --signal=TERM`` (what a preemption sends) stops the runner; the job requeues
+    itself, the requeued job runs the runner with ``--resume``, and the metrics are those of an
+    uninterrupted run."""
+    env = dict(os.environ, SLURM_CONF=str(cluster), JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    config = "--config=tests/sweep/tiny_config.py:one"
+    long = ["--config.num_steps=20000", "--config.checkpoint_every=500"]
+    long += ["--config.log_every=100", "--config.eval_every=1000", "--config.plots=False"]
+    reference = tmp_path / "reference"
+    ref = subprocess.run(
+        [sys.executable, "-m", "experiments.run", config, *long,
+         "--config.optimizer.learning_rate=0.1", f"--workdir={reference}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    sweep_dir = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "experiments.sweep", config, f"--sweep_dir={sweep_dir}"]
+    argv += ["--executor=slurm", "--poll=1", "--time_min=10", "--cpus_per_task=1", *long]
+    sweep = subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    workdir = sweep_dir / "learning_rate=0.1"
+    deadline = time.monotonic() + 600
+    signalled_at = None
+    while time.monotonic() < deadline and sweep.poll() is None:
+        records = read_records(workdir / "metrics.jsonl") if workdir.exists() else []
+        if records and records[-1]["step"] >= 2000:
+            job_id = manifest.load(sweep_dir).runs[0].job_id
+            signalled_at = records[-1]["step"]
+            subprocess.run(["scancel", "--signal=TERM", job_id], env=env, check=True, timeout=60)
+            break
+        time.sleep(0.05)
+    assert signalled_at is not None and signalled_at < 20000, "the run ended before the signal"
+    out, _ = sweep.communicate(timeout=900)
+    assert sweep.returncode == 0, out[-3000:]
+
+    (run,) = manifest.load(sweep_dir).runs
+    assert run.status == "completed", out[-3000:]
+    shown = subprocess.run(
+        ["scontrol", "show", "job", run.job_id], env=env, capture_output=True, text=True
+    ).stdout
+    assert "Restarts=1" in shown, shown
+    commands = [line for line in (sweep_dir / "logs" / f"{run.name}.log").read_text().splitlines()
+                if line.startswith("$ ")]  # fmt: skip
+    assert len(commands) == 2 and "--resume" not in commands[0] and "--resume" in commands[1]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["status"] == "completed" and 500 <= summary["resumed_from"] <= signalled_at
+    assert read_records(workdir / "metrics.jsonl") == read_records(reference / "metrics.jsonl")

@@ -4,18 +4,22 @@ Presets:
 * ``mixed`` (default): a good learning rate, one that diverges, and a run that fails when its
   dataset is built (more training examples than digits has), to check that neither stops a sweep.
 * ``three``: three good learning rates (the Slurm test).
+* ``one``: one good learning rate (the Slurm requeue test, which makes it long).
 
 ``get_config`` alone is the multi-process test's run: minibatches of 32, so with ``mesh.data=2``
 each of two processes feeds 16 examples a step.
 """
 
+from configs import _presets
 from dynamics import sweep as sw
 from dynamics.train.config import base_config
 
 LR = "optimizer.learning_rate"
+PRESETS = {"mixed": {}, "three": {}, "one": {}}
 
 
 def get_config(arg=None):
+    preset = _presets.parse_arg(arg, PRESETS, default="mixed", file=__file__)
     c = base_config()
     c.num_steps = 20
     c.log_every = 5
@@ -30,16 +34,15 @@ def get_config(arg=None):
     c.optimizer.name = "sgd"
     c.optimizer.learning_rate = 0.1
     c.progress = False
-    return c
+    return _presets.apply(c, PRESETS[preset])
 
 
 def get_sweep(arg=None):
-    preset = arg or "mixed"
-    if preset == "mixed":
+    if (arg or "mixed") == "mixed":
         return sw.chain(
             sw.axis(LR, [0.1, 1e4]),
             [{LR: 0.2, "data.num_train": 100_000}],
         )
-    if preset == "three":
-        return sw.axis(LR, [0.05, 0.1, 0.2])
-    raise ValueError(f"unknown preset {preset!r}; valid choices: mixed, three")
+    if arg == "one":
+        return sw.axis(LR, [0.1])
+    return sw.axis(LR, [0.05, 0.1, 0.2])

@@ -1,5 +1,7 @@
 """Config validation: every kind of error is one ConfigError line naming the field and choices."""
 
+import re
+
 import ml_collections
 import pytest
 
@@ -124,3 +126,63 @@ def test_set_field_adds_probes_and_constructor_kwargs_only():
     with pytest.raises(ConfigError, match="num_steps = 'many'"):
         set_field(config, "num_steps", parse_value("many"))
     assert parse_value("(8, 8)") == (8, 8) and parse_value("None") is None
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"optimizer.learning_rate": 0.0}, "optimizer.learning_rate must be a number > 0, got 0.0"),
+        ({"optimizer.learning_rate": -0.1}, "optimizer.learning_rate must be a number > 0"),
+        (
+            {"optimizer.schedule.name": "warmup_cosine", "optimizer.schedule.end_value": 0.02},
+            "end_value = 0.02 is above the peak optimizer.learning_rate = 0.01",
+        ),
+        (
+            {"optimizer.schedule.name": "cosine", "optimizer.schedule.alpha": 1.5},
+            "optimizer.schedule.alpha = 1.5 must be in [0, 1]",
+        ),
+        (
+            {"optimizer.schedule.name": "linear_warmup", "optimizer.schedule.init_value": -1.0},
+            "optimizer.schedule.init_value must be >= 0",
+        ),
+    ],
+)
+def test_learning_rates_and_schedules_that_cannot_be_meant_are_refused(changes, message):
+    config = base_config()
+    for key, value in changes.items():
+        set_field(config, key, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(config)
+
+
+def test_a_run_shorter_than_its_warmup_is_a_warning():
+    config = base_config()
+    config.num_steps = 50
+    set_field(config, "optimizer.schedule.name", "warmup_cosine")
+    # warmup_cosine's default warm-up is 100 steps: a 50-step trial never reaches the peak.
+    assert validate(config) == [
+        "num_steps = 50 is shorter than optimizer.schedule.warmup_steps = 100: the run ends "
+        "before the learning rate reaches its peak"
+    ]
+    set_field(config, "optimizer.schedule.warmup_steps", 50)
+    set_field(config, "optimizer.schedule.end_value", 0.01)  # ends at the peak: allowed
+    assert validate(config) == []
+    set_field(config, "optimizer.schedule.init_value", 0.05)
+    assert validate(config) == [
+        "optimizer.schedule.init_value = 0.05 is above the peak optimizer.learning_rate = 0.01: "
+        "the warm-up goes down"
+    ]
+
+
+def test_unknown_fields_are_named_with_the_closest_one():
+    config = base_config()
+    for key, message in [
+        ("num_stepz", "unknown field config.num_stepz (did you mean num_steps?)"),
+        ("mesh.dat", "unknown field config.mesh.dat (did you mean mesh.data?)"),
+        ("stop.loss", "unknown field config.stop.loss; valid fields: train_accuracy"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            set_field(config, key, 1)
+        assert str(e.value) == message
+    with pytest.raises(ConfigError, match=r"^sweep run 3: unknown field config.num_stepz "):
+        set_field(config, "num_stepz", 1, where="sweep run 3")
