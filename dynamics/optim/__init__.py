@@ -37,7 +37,7 @@ from dynamics.optim.sharpness_aware import (
     scale_by_sam,
     scale_by_sharpness_aware,
 )
-from dynamics.optim.soap import SoapState, scale_by_soap, soap
+from dynamics.optim.soap import DecayAfterStepState, SoapState, scale_by_soap, soap
 from dynamics.optim.splus import SPlusState, scale_by_splus, splus, splus_eval_params
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "CONSTRAINTS",
     "Component",
     "CondaState",
+    "DecayAfterStepState",
     "FILTERS",
     "GrokfastEmaState",
     "GrokfastMaState",

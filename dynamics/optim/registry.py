@@ -110,70 +110,27 @@ def base_optimizer(learning_rate, base: str | Mapping[str, Any]) -> optax.Gradie
     return OPTIMIZERS.build(name, {"learning_rate": learning_rate, **kwargs}, "optimizer.base")
 
 
-def sam_config(
-    learning_rate,
-    *,
-    rho: float = 0.05,
-    base: str | Mapping[str, Any] = "sgd",
-    normalize: bool = True,
-    flood_level: float | None = None,
-    eps: float = 1e-12,
-) -> optax.GradientTransformationExtraArgs:
-    """``optimizer.name = "sam"``: :func:`dynamics.optim.sharpness_aware.sam` before the
-    registered optimizer ``base`` (a name, or ``optimizer.base.{name, <kwarg>}``; weight decay
-    belongs there)."""
-    return sharpness_aware.sam(
-        base_optimizer(learning_rate, base),
-        rho=rho,
-        normalize=normalize,
-        flood_level=flood_level,
-        eps=eps,
-    )
+def with_named_base(rule: Callable[..., Any]) -> Callable[..., Any]:
+    """The config-facing constructor of a rule that takes its base optimizer as a transform
+    (:func:`dynamics.optim.sharpness_aware.sam`, ``asam``, ``gradient_norm_regularization``):
+    ``build(learning_rate, *, base="sgd", **the rule's keyword arguments)``, where ``base`` is a
+    registered optimizer name or ``{"name": ..., **its kwargs}`` (in a config,
+    ``optimizer.base.name`` and ``optimizer.base.<kwarg>``; weight decay belongs there).
 
+    The signature is spelled out for :func:`dynamics.registry.check_kwargs`.
+    """
+    signature = inspect.signature(rule)
+    params = [p for n, p in signature.parameters.items() if n != "base_optimizer"]
+    learning_rate = inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    base = inspect.Parameter("base", inspect.Parameter.KEYWORD_ONLY, default="sgd")
 
-def asam_config(
-    learning_rate,
-    *,
-    rho: float = 0.5,
-    eta: float = 0.01,
-    base: str | Mapping[str, Any] = "sgd",
-    normalize: bool = True,
-    adaptive_mask: Any = "matrices",
-    flood_level: float | None = None,
-    eps: float = 1e-12,
-) -> optax.GradientTransformationExtraArgs:
-    """``optimizer.name = "asam"``: :func:`dynamics.optim.sharpness_aware.asam` before ``base``."""
-    return sharpness_aware.asam(
-        base_optimizer(learning_rate, base),
-        rho=rho,
-        eta=eta,
-        normalize=normalize,
-        adaptive_mask=adaptive_mask,
-        flood_level=flood_level,
-        eps=eps,
-    )
+    def build(learning_rate, *, base="sgd", **kwargs):
+        return rule(base_optimizer(learning_rate, base), **kwargs)
 
-
-def gradient_norm_regularization_config(
-    learning_rate,
-    *,
-    strength: float = 0.01,
-    radius: float = 0.05,
-    base: str | Mapping[str, Any] = "sgd",
-    normalize: bool = True,
-    flood_level: float | None = None,
-    eps: float = 1e-12,
-) -> optax.GradientTransformationExtraArgs:
-    """``optimizer.name = "gradient_norm_regularization"``: the finite-difference penalty
-    (:func:`dynamics.optim.sharpness_aware.gradient_norm_regularization`) before ``base``."""
-    return sharpness_aware.gradient_norm_regularization(
-        base_optimizer(learning_rate, base),
-        strength=strength,
-        radius=radius,
-        normalize=normalize,
-        flood_level=flood_level,
-        eps=eps,
-    )
+    build.__signature__ = signature.replace(parameters=[learning_rate, base, *params])
+    build.__name__ = build.__qualname__ = rule.__name__
+    build.__doc__ = rule.__doc__
+    return build
 
 
 def with_adamw_fallback(alias: Callable[..., Any]) -> Callable[..., Any]:
@@ -257,11 +214,14 @@ TABLE: dict[str, dict[str, Component]] = {
         "adamw": Component(baselines.adamw, preconditioner=_adam_preconditioner),
         "rmsprop": Component(baselines.rmsprop, preconditioner=_rmsprop_preconditioner),
         "sam": Component(
-            sam_config, sharpness_threshold=_sam_optimizer_threshold, extra_args=SHARPNESS_AWARE
+            with_named_base(sharpness_aware.sam),
+            sharpness_threshold=_sam_optimizer_threshold,
+            extra_args=SHARPNESS_AWARE,
         ),
-        "asam": Component(asam_config, extra_args=SHARPNESS_AWARE),
+        "asam": Component(with_named_base(sharpness_aware.asam), extra_args=SHARPNESS_AWARE),
         "gradient_norm_regularization": Component(
-            gradient_norm_regularization_config, extra_args=SHARPNESS_AWARE
+            with_named_base(sharpness_aware.gradient_norm_regularization),
+            extra_args=SHARPNESS_AWARE,
         ),
         "muon": Component(with_adamw_fallback(muon)),
         "adamuon": Component(with_adamw_fallback(adamuon)),

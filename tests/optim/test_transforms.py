@@ -14,9 +14,10 @@ basis) or whose core path starts late (a refresh period, a warm-up) would otherw
 comparing zeros or a fallback. ``TEST_KWARGS`` sets what makes each rule's core path run within
 those steps.
 
-Filters are tested chained before SGD, constraints chained after Adam. A rule added to a
-registry anywhere in ``dynamics.optim`` is picked up here automatically; if its core path does
-not run within ``STEPS`` updates at its defaults, add arguments to ``TEST_KWARGS``.
+Filters are tested chained before SGD, constraints chained after Adam. A row added to the table
+(``dynamics.optim.registry.TABLE``) is picked up here automatically, and its ``extra_args`` are
+checked against what its ``update`` needs; if its core path does not run within ``STEPS``
+updates at its defaults, add arguments to ``TEST_KWARGS``.
 """
 
 import functools
