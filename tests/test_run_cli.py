@@ -166,9 +166,27 @@ def test_divergence_is_a_recorded_result_in_strict_json(tmp_path):
         k: v for k, v in records[-1].items() if k not in ("step", "diverged")
     }
     assert "train_accuracy" not in summary["final"]
-    # The last finite state, the one the diverging step started from, is checkpointed.
+    # The last finite state, the one the diverging step started from, is checkpointed: the
+    # state a run of step - 1 steps ends with.
     assert summary["checkpoint_step"] == step - 1
     state = ocp.PyTreeCheckpointer().restore(tmp_path / "checkpoints" / str(step - 1) / "state")
     assert int(state["step"]) == step - 1
     assert all(np.isfinite(p).all() for p in jax.tree.leaves(state["params"]))
     assert (tmp_path / "plots" / "loss.png").exists()
+    short = tmp_path / "short"
+    result = _run(f"--config.num_steps={step - 1}", "--config.optimizer.learning_rate=1e4",
+                  "--config.plots=False", f"--workdir={short}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expected = ocp.PyTreeCheckpointer().restore(short / "checkpoints" / str(step - 1) / "state")
+    for ours, ref in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(ours, ref)
+    # Recomputed from step 0 above; from the checkpoint at step - 2 here.
+    assert step > 3
+    again = tmp_path / "again"
+    result = _run("--config.num_steps=300", "--config.optimizer.learning_rate=1e4",
+                  f"--config.checkpoint_every={step - 2}", "--config.plots=False",
+                  f"--workdir={again}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    state = ocp.PyTreeCheckpointer().restore(again / "checkpoints" / str(step - 1) / "state")
+    for ours, ref in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(ours, ref)

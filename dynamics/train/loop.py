@@ -19,7 +19,8 @@ what a resume accepts (:mod:`dynamics.train.resume`).
 Resuming restores the newest readable checkpoint (train state and probe states; an unreadable one
 is moved aside with a warning) and truncates ``metrics.jsonl`` to its step; minibatches are a
 pure function of ``(seed, step)``, so the resumed run writes the same records as an uninterrupted
-one. A diverged run checkpoints the state its diverging step started from, the last finite one.
+one. A diverged run checkpoints the state its diverging step started from, the last finite one,
+recomputed from the checkpoint before it (the chunk donates its input state).
 
 Example:
   >>> from dynamics.train.config import base_config, validate
@@ -368,7 +369,7 @@ def _all_finite(tree) -> bool:
 
 
 def _setup(run):
-    """The device mesh, the placed data, the data key, the step-0 state and the probe context."""
+    """The device mesh, the placed data, the keys, the step-0 state and the probe context."""
     config = run.config
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
     train_set = _place_split(mesh, run.dataset.train)
@@ -390,12 +391,12 @@ def _setup(run):
     )
     for probe in run.probes.values():
         probe.setup(ctx)
-    return mesh, train_set, data_key, state, state_shardings, ctx
+    return mesh, train_set, (init_key, data_key), state, state_shardings, ctx
 
 
 def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrupts):
     config = run.config
-    mesh, train_set, data_key, state, state_shardings, ctx = _setup(run)
+    mesh, train_set, (init_key, data_key), state, state_shardings, ctx = _setup(run)
     probe_states = {name: p.init(ctx, state.params) for name, p in run.probes.items()}
     ckpt = checkpoint.Checkpoints(
         (outputs.workdir / "checkpoints").absolute(), config.keep_checkpoints
@@ -415,6 +416,19 @@ def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrup
                 record.update(values)
             return record
 
+        def replay_to(t):
+            """The state at step ``t``, recomputed from the newest checkpoint at or before it (or
+            from step 0): the chunk donates its input, and keeping a copy on device for the rare
+            divergence would cost every step. The same jitted chunk makes it bit-identical."""
+            saved = [s for s in ckpt.manager.all_steps() if s <= t]
+            if saved:
+                start = ckpt.restore(saved[-1], state, probe_states)[0]
+            else:
+                start = _init_state(run, mesh, init_key)[0]
+            if t > int(start.step):
+                start = multi_step(start, train_set, data_key, jnp.int32(t - int(start.step)))[0]
+            return start
+
         if resume is None and (record := probes_at(0, {})):
             outputs.write({"step": 0, **jax.device_get(record)})
 
@@ -427,11 +441,10 @@ def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrup
             state, last, diverged_at = multi_step(state, train_set, data_key, jnp.int32(n))
             diverged_at = int(diverged_at)  # waits for the chunk
             if diverged_at >= 0:
-                # The multi-step kept the state the diverging step started from (step t - 1).
                 t = diverged_at
                 chrono.chunk_done(t)
                 outputs.write({"step": t, **jax.device_get(last), "diverged": True})
-                kept = _keep_last_finite(ckpt, t - 1, state, probe_states)
+                kept = _keep_last_finite(ckpt, t - 1, replay_to, probe_states)
                 status = "diverged"
                 ending |= {"diverged_step": t, "checkpoint_step": kept}
                 print(
@@ -472,14 +485,20 @@ def _train(run, outputs: RunOutputs, resume: Resume | None, start_time, interrup
     )
 
 
-def _keep_last_finite(ckpt, t: int, state, probe_states) -> int | None:
-    """Checkpoints the last finite state of a diverged run (step ``t``); returns its step.
+def _keep_last_finite(ckpt, t: int, replay_to, probe_states) -> int | None:
+    """Checkpoints the last finite state of a diverged run, step ``t``; returns ``t`` or None.
 
-    None when its parameters are not finite either (the previous periodic checkpoint is the last
-    finite one then) or there is no step-``t`` state (divergence at the first step).
+    Step ``t`` is the one the diverging step started from. Its probe states are the current ones
+    (the probes last ran at the start of the diverging chunk, at or before ``t``). None when its
+    parameters are not finite either (the previous periodic checkpoint is the last finite one
+    then) or there is no step ``t`` (divergence at the first step).
     """
-    if t < 0 or not _all_finite(state.params):
+    if t < 0:
         return None
-    if t not in ckpt.manager.all_steps():
-        ckpt.save(t, state, probe_states)
+    if t in ckpt.manager.all_steps():
+        return t
+    state = replay_to(t)
+    if not _all_finite(state.params):
+        return None
+    ckpt.save(t, state, probe_states)
     return t

@@ -106,9 +106,7 @@ def make_multi_step(step: Callable) -> Callable:
 
     Runs up to ``num_steps`` (a traced int, so one compilation serves every chunk length) and
     stops after the first step with a non-finite loss. ``metrics`` are the last step's;
-    ``diverged_at`` is that step's recorded step number (``state.step`` after it), or -1. On
-    divergence the returned state is the one the diverging step started from (step
-    ``diverged_at - 1``), not its non-finite result.
+    ``diverged_at`` is that step's recorded step number (``state.step`` after it), or -1.
     Jit it with ``donate_argnums=0``.
     """
 
@@ -122,13 +120,8 @@ def make_multi_step(step: Callable) -> Callable:
 
         def body(carry):
             i, state, _, diverged_at = carry
-            new, metrics = step(state, train, data_key)
-            finite = jnp.isfinite(metrics["loss"])
-            # After a non-finite loss keep the state that step started from, the last one reached
-            # by finite steps, for the loop to checkpoint. The select fuses into the update's
-            # elementwise kernels and changes nothing while the loss is finite.
-            state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-            diverged_at = jnp.where(finite, diverged_at, new.step)
+            state, metrics = step(state, train, data_key)
+            diverged_at = jnp.where(jnp.isfinite(metrics["loss"]), diverged_at, state.step)
             return i + 1, state, metrics, diverged_at
 
         carry = (jnp.int32(0), state, metrics, jnp.int32(-1))
