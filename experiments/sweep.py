@@ -127,8 +127,8 @@ def sweep_section(config) -> dict:
 
 def slurm_options(args: flags.FlagValues, section: dict) -> SlurmOptions:
     values = {k: section[k] for k in SLURM_FIELDS if k in section}
-    flags = [k for k in SLURM_FIELDS if k != "sbatch" and getattr(args, k) is not None]
-    values.update({k: getattr(args, k) for k in flags})
+    given = [k for k in SLURM_FIELDS if k != "sbatch" and getattr(args, k) is not None]
+    values.update({k: getattr(args, k) for k in given})
     sbatch = dict(values.get("sbatch") or {})
     for item in args.sbatch:
         key, sep, value = item.partition("=")

@@ -2,6 +2,7 @@
 
 import pytest
 
+from configs._presets import UnknownPreset
 from dynamics.sweep.launch import check_runs, load_sweep
 from dynamics.train.config import validate
 
@@ -25,9 +26,9 @@ def test_preset_and_its_sweep_validate(name, preset):
 
 
 def test_unknown_preset_names_the_choices():
-    with pytest.raises(ValueError, match="digits"):
+    with pytest.raises(UnknownPreset, match="valid presets: cifar5k, cnn, digits, momentum, sam$"):
         load_sweep("configs/edge_of_stability.py:digitz")
-    with pytest.raises(ValueError, match="mlp_orthograd"):
+    with pytest.raises(UnknownPreset, match="unknown preset 'mlp_sgd' for configs/grokking.py"):
         load_sweep("configs/grokking.py:mlp_sgd")
 
 
