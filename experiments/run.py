@@ -139,7 +139,12 @@ def main(argv: list[str]) -> int:
         for key, value in _SECTION_OVERRIDES:
             set_field(config, key, parse_override(config, key, value), where=f"--config.{key}")
         validate(config)
-        run = build(config)
+        flows = config.get("program", "train") == "central_flows"
+        if flows:
+            from dynamics.flows import experiment as flows_experiment
+
+            flows_experiment.check(config)
+        run = None if flows else build(config)
     except ConfigError as e:
         _fail(str(e))
     if clear and jax.process_index() == 0:
@@ -147,6 +152,10 @@ def main(argv: list[str]) -> int:
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("workdir ready")
 
+    if flows:
+        summary = flows_experiment.run(config, workdir)
+        print(f"{summary['status']} at step {summary['step']} -> {workdir}")
+        return 0
     summary = train(run, workdir, resume=_RESUME.value, start_time=START)
     final = summary["final"]
     shown = ", ".join(

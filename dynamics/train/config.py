@@ -40,6 +40,7 @@ RESERVED = {
     "optimizer.constraint": ("name",),
 }
 PRECISIONS = ("float32", "float64")
+PROGRAMS = ("train", "central_flows")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -69,6 +70,8 @@ def base_config() -> ml_collections.ConfigDict:
       tensorboard: also write TensorBoard event files (needs tensorboardX).
       plots: write the PNG figures of ``dynamics.train.plots`` into ``plots/`` at the end.
       progress: show a progress bar when stdout is a terminal.
+      program: ``"train"`` (the train loop) or another entry of ``PROGRAMS`` that
+        ``experiments.run`` runs instead (``"central_flows"``: ``dynamics.flows.experiment``).
     """
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -96,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.tensorboard = False
     c.plots = True
     c.progress = True
+    c.program = "train"
     return c
 
 
@@ -178,6 +182,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         _check_int(config, path, 1)
     for path in ("eval_every", "checkpoint_every"):
         _check_int(config, path, 0)
+    if config.get("program", "train") not in PROGRAMS:
+        raise ConfigError(
+            f"unknown program {config.program!r}; valid choices: {', '.join(PROGRAMS)}"
+        )
     if config.precision not in PRECISIONS:
         raise ConfigError(
             f"unknown precision {config.precision!r} in precision; valid choices: "
