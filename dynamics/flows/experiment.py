@@ -192,16 +192,21 @@ def analyze(records: list[dict], threshold: float, smoothing: int = 20, delay: i
         if p and "dist_stable_gd" in r and r["dist_stable_start"] > 0
     ]
     out["pre_max_rel_dist_gd_stable"] = float(max(rel, default=0.0))
+    # From step 50 on: the first steps' ratio is the O(lr) difference of one GD step from the
+    # flow over a distance that is itself one step.
+    out["pre_max_rel_dist_gd_stable_from_50"] = float(max(rel[50:], default=0.0))
+    if rel:
+        out["pre_rel_dist_gd_stable_at_switch"] = float(rel[-1])
     if correction_on is not None:
         cen = np.array([r["central_sharpness"] for r in records])[on]
         dev = np.abs(cen - threshold) / threshold
         out["central_sharpness_max_rel"] = float(dev.max())
         out["central_sharpness_median_rel"] = float(np.median(dev))
         eig2 = np.array([r["central_eigenvalues"][1] for r in records])
-        act2 = np.array([r["central_variances"][1] > 0 for r in records])
-        if np.any(act2):
-            first2 = int(np.argmax(act2))
-            out["second_eigenvalue_on"] = int(steps[first2])
+        reached = eig2 >= threshold * (1 - 0.005)
+        if np.any(reached):
+            first2 = int(np.argmax(reached))
+            out["second_eigenvalue_reaches"] = int(steps[first2])
             out["second_eigenvalue_held_max_rel"] = float(
                 np.max(np.abs(eig2[first2:] - threshold) / threshold)
             )
