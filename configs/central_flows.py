@@ -15,6 +15,10 @@ has the acceptance numbers of ``dynamics.flows.experiment.analyze``; the figure 
   64-32-32-10 tanh MLP, MSE, float64, GD at lr 0.4 (2/lr = 5) for 1,000 steps.
 * ``rmsprop_digits``: the same with RMSProp (decay 0.9, eps 1e-8, nu starting at grad L^2) at
   lr 0.004: the effective sharpness of P^-1/2 H P^-1/2 is held at 2/lr.
+* ``gd_gaussian``: the setting of the acceptance tests (``tests/flows/test_acceptance.py``):
+  128 Gaussian inputs in 8 dimensions with random +-1 targets (``synthetic``, kind
+  ``random_signs``), an 8-16-16-1 tanh MLP, half-MSE, float64, GD at lr 0.25 (2/lr = 8).
+* ``rmsprop_gaussian``: the same with RMSProp at lr 0.003.
 
 ``flows`` fields: ``k`` eigenpairs tracked (the most at the edge at once), ``num_iters`` Lanczos
 products per call (warm-started), ``dt`` the central flow's substep (in steps), ``band`` the edge
@@ -30,7 +34,7 @@ import ml_collections
 
 from dynamics.train.config import base_config
 
-PRESETS = ("gd_digits", "rmsprop_digits")
+PRESETS = ("gd_digits", "rmsprop_digits", "gd_gaussian", "rmsprop_gaussian")
 
 
 def get_config(arg: str | None = None):
@@ -51,6 +55,18 @@ def get_config(arg: str | None = None):
     config.loss.name = "mse"
     config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.4
+    if preset.endswith("gaussian"):
+        config.data = ml_collections.ConfigDict(
+            dict(name="synthetic", batch_size=None, kind="random_signs", num_train=128,
+                 num_test=0, input_dim=8, output_dim=1)
+        )  # fmt: skip
+        config.model.widths = (16, 16)
+        config.optimizer.learning_rate = 0.25
+    if preset == "rmsprop_gaussian":
+        config.optimizer.name = "rmsprop"
+        config.optimizer.learning_rate = 0.003
+        config.optimizer.decay = 0.9
+        config.optimizer.eps = 1e-8
     if preset == "rmsprop_digits":
         config.optimizer.name = "rmsprop"
         config.optimizer.learning_rate = 0.004

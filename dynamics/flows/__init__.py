@@ -28,6 +28,7 @@ from dynamics.flows.central import CentralFlow, CentralInfo, CentralState
 from dynamics.flows.complementarity import Solution
 from dynamics.flows.complementarity import solve as solve_complementarity
 from dynamics.flows.optimizers import Optimizer
+from dynamics.flows.stable import StableFlow
 
 __all__ = [
     "CentralFlow",
@@ -35,5 +36,6 @@ __all__ = [
     "CentralState",
     "Optimizer",
     "Solution",
+    "StableFlow",
     "solve_complementarity",
 ]

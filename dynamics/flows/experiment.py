@@ -283,32 +283,40 @@ def _optimizer(config) -> Optimizer:
     return Optimizer(config.optimizer.name, float(config.optimizer.learning_rate), **kwargs)
 
 
-def run(config, workdir) -> dict:
-    """Runs the three processes of ``config`` into ``workdir`` (see the module doc)."""
+def problem(config) -> tuple[Callable[..., jax.Array], Optimizer, PyTree, dict]:
+    """``(loss_fn, optimizer, params, batch)`` of a config: its dataset's full training set, its
+    model initialized from ``config.seed``, the mean of its loss. Call under
+    ``jax.enable_x64(config.precision == "float64")``."""
     from dynamics.data import load_dataset
-    from dynamics.flows.plots import plot_flows
     from dynamics.losses import LOSSES
     from dynamics.models import build_model
-    from dynamics.train import summary as summaries
     from dynamics.train.config import section_kwargs
+
+    dtype = jnp.float64 if config.precision == "float64" else jnp.float32
+    data = load_dataset(config.data.to_dict(), config.seed)
+    model = build_model(config.model.to_dict(), data.spec)
+    per_example = LOSSES.build(config.loss.name, section_kwargs(config, "loss"), where="loss")
+    batch = {"x": jnp.asarray(data.train["x"], dtype), "y": jnp.asarray(data.train["y"])}
+    if jnp.issubdtype(batch["y"].dtype, jnp.floating):
+        batch["y"] = batch["y"].astype(dtype)
+    params = model.init(jax.random.key(config.seed), batch["x"][:1])
+
+    def loss_fn(p, b):
+        return jnp.mean(per_example(model.apply(p, b["x"]), b["y"]))
+
+    return loss_fn, _optimizer(config), params, batch
+
+
+def run(config, workdir) -> dict:
+    """Runs the three processes of ``config`` into ``workdir`` (see the module doc)."""
+    from dynamics.flows.plots import plot_flows
+    from dynamics.train import summary as summaries
     from dynamics.train.metrics import MetricWriter
 
     workdir = pathlib.Path(workdir)
     start = time.perf_counter()
     with jax.enable_x64(config.precision == "float64"):
-        dtype = jnp.float64 if config.precision == "float64" else jnp.float32
-        data = load_dataset(config.data.to_dict(), config.seed)
-        model = build_model(config.model.to_dict(), data.spec)
-        per_example = LOSSES.build(config.loss.name, section_kwargs(config, "loss"), where="loss")
-        batch = {"x": jnp.asarray(data.train["x"], dtype), "y": jnp.asarray(data.train["y"])}
-        if jnp.issubdtype(batch["y"].dtype, jnp.floating):
-            batch["y"] = batch["y"].astype(dtype)
-        params = model.init(jax.random.key(config.seed), batch["x"][:1])
-
-        def loss_fn(p, b):
-            return jnp.mean(per_example(model.apply(p, b["x"]), b["y"]))
-
-        opt = _optimizer(config)
+        loss_fn, opt, params, batch = problem(config)
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json(indent=2))
         records = []
