@@ -194,7 +194,7 @@ def analyze(records: list[dict], threshold: float, smoothing: int = 20, delay: i
     out["pre_max_rel_dist_gd_stable"] = float(max(rel, default=0.0))
     # From step 50 on: the first steps' ratio is the O(lr) difference of one GD step from the
     # flow over a distance that is itself one step.
-    out["pre_max_rel_dist_gd_stable_from_50"] = float(max(rel[50:], default=0.0))
+    out["pre_max_rel_dist_gd_stable_from_50"] = float(max(rel[50:])) if len(rel) > 50 else None
     if rel:
         out["pre_rel_dist_gd_stable_at_switch"] = float(rel[-1])
     if correction_on is not None:

@@ -40,6 +40,7 @@ def test_bad_configs_fail_in_one_line_with_code_2_and_write_nothing(tmp_path, ov
     assert not workdir.exists()
 
 
+@pytest.mark.slow  # compiles the three processes in a subprocess (about a minute)
 def test_one_run_directory_with_the_three_processes(tmp_path):
     workdir = tmp_path / "run"
     result = _run("--config.num_steps=3", "--config.flows.k=2", f"--workdir={workdir}")
