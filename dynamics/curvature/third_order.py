@@ -78,19 +78,36 @@ def sharpness_gradient(
 
 
 def curvature_gradients(
-    loss_fn: Callable[..., jax.Array], params: PyTree, vectors: PyTree, *args
+    loss_fn: Callable[..., jax.Array],
+    params: PyTree,
+    vectors: PyTree,
+    *args,
+    mask: jax.Array | None = None,
 ) -> PyTree:
     """g_ij = grad_w (u_i^T H(w) u_j) for every pair: leading axes ``(k, k)``, symmetric in i, j.
 
     Only the k (k + 1) / 2 pairs i <= j are differentiated; the rest are copied by symmetry.
+    With ``mask`` (``[k]`` booleans) a pair is differentiated only if both of its vectors are
+    selected, the others are zero: the pairs then run one after another under ``lax.cond``, so
+    the skipped ones cost nothing (a central flow needs only the directions at the edge).
     """
     k = jax.tree.leaves(vectors)[0].shape[0]
     rows, cols = jnp.triu_indices(k)
-    upper = jax.vmap(
-        lambda i, j: mixed_third_derivative(
+
+    def pair(i, j):
+        return mixed_third_derivative(
             loss_fn, params, tree.basis_get(vectors, i), tree.basis_get(vectors, j), *args
         )
-    )(rows, cols)
+
+    if mask is None:
+        upper = jax.vmap(pair)(rows, cols)
+    else:
+
+        def maybe(ij):
+            i, j = ij
+            return jax.lax.cond(mask[i] & mask[j], pair, lambda i, j: tree.zeros_like(params), i, j)
+
+        upper = jax.lax.map(maybe, (rows, cols))
 
     def square(leaf):
         full = jnp.zeros((k, k) + leaf.shape[1:], leaf.dtype).at[rows, cols].set(leaf)

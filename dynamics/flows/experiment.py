@@ -56,21 +56,20 @@ def simulate(
     batch: Any,
     num_steps: int,
     *,
-    k: int = 4,
-    num_iters: int = 12,
-    dt: float = 0.5,
-    band: float = 0.1,
-    solver_iters: int = 60,
     max_sharpness: float = 20.0,
     seed: int = 0,
+    **central_options,
 ) -> Iterator[dict]:
     """Yields the record of steps 0..num_steps (see the module doc).
 
-    ``max_sharpness``: the stable flow stops once its effective sharpness exceeds this many
-    times the threshold (its records then omit the stable keys). The top ``k`` eigenvalues of the
-    discrete and stable processes are recorded too (warm-started Lanczos, ``num_iters``
-    products).
+    ``central_options`` are :class:`CentralFlow`'s keyword arguments (``k``, ``num_iters``,
+    ``dt``, ``band``, ``solver_iters``). ``max_sharpness``: the stable flow stops once its
+    effective sharpness exceeds this many times the threshold (its records then omit the stable
+    keys). The top ``k`` eigenvalues of the discrete and stable processes are recorded too
+    (warm-started Lanczos, ``num_iters`` products).
     """
+    central = CentralFlow(loss_fn, opt, **central_options)
+    k, num_iters = central.k, central.num_iters
     key = jax.random.key(seed)
     grads0 = jax.grad(loss_fn)(params, batch)
     start = opt.initial_state(params, grads0)
@@ -97,9 +96,6 @@ def simulate(
 
         return {"w": p, "nu": find_state(s, optax.ScaleByRmsState).nu}
 
-    central = CentralFlow(
-        loss_fn, opt, k=k, num_iters=num_iters, dt=dt, band=band, solver_iters=solver_iters
-    )
     stable = StableFlow(loss_fn, opt)
     gd_params, gd_opt = params, opt.discrete_state(params, grads0)
     stable_state = start
@@ -269,11 +265,13 @@ def check(config) -> None:
         raise ConfigError(f"unknown field optimizer.{bad[0]} for {name!r}")
     if config.optimizer.schedule.name != "constant":
         raise ConfigError("optimizer.schedule.name must be 'constant' for central flows")
+    for part in ("filter", "constraint"):
+        if config.optimizer[part].name is not None:
+            raise ConfigError(f"optimizer.{part}.name must be None: central flows model plain GD")
     try:
         kwargs = flow_kwargs(config)
-        CentralFlow(lambda w: w, Optimizer(name, 1.0), **{
-            k: kwargs[k] for k in ("k", "num_iters", "dt", "band", "solver_iters") if k in kwargs
-        })  # fmt: skip
+        kwargs.pop("max_sharpness", None)
+        CentralFlow(lambda w: w, Optimizer(name, 1.0), **kwargs)
     except ValueError as e:
         raise ConfigError(f"flows: {e}") from e
 

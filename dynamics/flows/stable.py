@@ -17,8 +17,8 @@ Example:
   >>> loss = lambda w, b: 0.5 * jnp.sum(b * w**2)
   >>> flow = StableFlow(loss, Optimizer("sgd", learning_rate=0.5))
   >>> state = flow.advance({"w": jnp.ones(2)}, 0.0, jnp.array([1.0, 2.0]))  # w e^{-lr b t}
-  >>> jnp.round(state["w"], 4)
-  Array([0.6065, 0.3679], dtype=float32)
+  >>> [round(float(w), 4) for w in state["w"]]
+  [0.6065, 0.3679]
 """
 
 from __future__ import annotations

@@ -78,3 +78,22 @@ def test_third_derivative_of_a_quartic_in_closed_form():
         for j in range(3):
             want = (a @ w) * (a @ u[i]) * (a @ u[j]) * a + 2 * c * w * u[i] * u[j]
             np.testing.assert_allclose(g[i, j], want, rtol=1e-12, atol=1e-14)
+
+
+def test_masked_pairs_are_zero_and_the_rest_unchanged():
+    rng = np.random.default_rng(2)
+    a, c, w = rng.normal(size=4), rng.uniform(0.5, 2.0, size=4), rng.normal(size=4)
+    u = jnp.asarray(np.linalg.qr(rng.normal(size=(4, 3)))[0].T)
+
+    def loss(w, batch):
+        return jnp.dot(batch["a"], w) ** 4 / 24 + jnp.sum(batch["c"] * w**4) / 12
+
+    with jax.enable_x64(True):
+        batch = {"a": jnp.asarray(a), "c": jnp.asarray(c)}
+        full = np.asarray(curvature_gradients(loss, jnp.asarray(w), u, batch))
+        mask = jnp.array([True, False, True])
+        masked = np.asarray(curvature_gradients(loss, jnp.asarray(w), u, batch, mask=mask))
+    keep = np.asarray(mask)[:, None] & np.asarray(mask)[None, :]
+    np.testing.assert_array_equal(masked[~keep], 0.0)
+    np.testing.assert_allclose(masked[keep], full[keep], rtol=1e-14)
+    assert np.abs(full[~keep]).min() > 0  # the masked entries were not zero to begin with
