@@ -15,7 +15,7 @@ has the acceptance numbers of ``dynamics.flows.experiment.analyze``; the figure 
   64-32-32-10 tanh MLP, MSE, float64, GD at lr 0.4 (2/lr = 5) for 1,000 steps.
 * ``rmsprop_digits``: the same with RMSProp (decay 0.9, eps 1e-8, nu starting at grad L^2) at
   lr 0.004: the effective sharpness of P^-1/2 H P^-1/2 is held at 2/lr.
-* ``gd_gaussian``: the setting of the acceptance tests (``tests/flows/test_acceptance.py``):
+* ``gd_gaussian``: the setting of the acceptance tests (``tests/flows/test_flows_acceptance.py``):
   128 Gaussian inputs in 8 dimensions with random +-1 targets (``synthetic``, kind
   ``random_signs``), an 8-16-16-1 tanh MLP, half-MSE, float64, GD at lr 0.25 (2/lr = 8).
 * ``rmsprop_gaussian``: the same with RMSProp at lr 0.003.
