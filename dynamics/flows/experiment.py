@@ -89,6 +89,14 @@ def simulate(
         )
         return pairs.eigenvalues, pairs.eigenvectors, loss_fn(state["w"], batch)
 
+    @jax.jit
+    def offsets(state, vectors, gd_w):
+        """GD's displacement from the central flow in the basis of its edge directions:
+        c_i = q_i . P^1/2 (w_GD - w), so that w_GD - w = sum_i c_i a_i on their span."""
+        root = jax.tree.map(jnp.sqrt, opt.preconditioner(state))
+        x = tree.mul(root, tree.sub(gd_w, state["w"]))
+        return jax.vmap(lambda q: tree.vdot(q, x))(vectors)
+
     def gd_state(p, s):
         if not opt.adaptive:
             return {"w": p}
@@ -130,6 +138,7 @@ def simulate(
             central_gap=float(info.gap),
             central_on=bool(handed_off),
             dist_central_gd=_distance(cs.state["w"], gd_params),
+            gd_offsets=np.asarray(offsets(cs.state, new_cs.vectors, gd_params)).tolist(),
         )
         if stable_alive:
             record["dist_central_stable"] = _distance(cs.state["w"], stable_state["w"])
@@ -170,6 +179,8 @@ def analyze(records: list[dict], threshold: float, smoothing: int = 20, delay: i
       smoothed over ``smoothing`` steps, from ``delay`` steps after the first crossing
       (``..._from_crossing`` from the crossing, ``..._last300`` over the last 300 steps).
     * ``final_dist_central_gd`` / ``final_dist_stable_gd`` and their ratio.
+    * ``variance_ratio_top_median``: GD's measured oscillation variance along the top edge
+      direction (its offset from the central flow squared, smoothed) over the predicted X_11.
     """
     steps = np.array([r["step"] for r in records])
     gd_s = np.array([r["gd_sharpness"] for r in records])
@@ -226,6 +237,15 @@ def analyze(records: list[dict], threshold: float, smoothing: int = 20, delay: i
                 out["loss_error_central" + suffix] = err(pred, mask)
                 if np.any(mask & has_stable):
                     out["loss_error_stable" + suffix] = err(st, mask & has_stable)
+    if crossing is not None and "gd_offsets" in records[0]:
+        # The predicted oscillation variance X_ii against GD's measured (c_i^2, smoothed), for
+        # the top direction, from `delay` steps after the crossing.
+        mask = steps >= crossing + delay
+        measured = smooth([r["gd_offsets"][0] ** 2 for r in records], smoothing)
+        predicted = smooth([r["central_variances"][0] for r in records], smoothing)
+        keep = mask & (predicted > 0)
+        if np.any(keep):
+            out["variance_ratio_top_median"] = float(np.median(measured[keep] / predicted[keep]))
     last = records[-1]
     out["final_dist_central_gd"] = last["dist_central_gd"]
     if "dist_stable_gd" in last:
