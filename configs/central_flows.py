@@ -18,7 +18,8 @@ has the acceptance numbers of ``dynamics.flows.experiment.analyze``; the figure 
 * ``gd_gaussian``: the setting of the acceptance tests (``tests/flows/test_flows_acceptance.py``):
   128 Gaussian inputs in 8 dimensions with random +-1 targets (``synthetic``, kind
   ``random_signs``), an 8-16-16-1 tanh MLP, half-MSE, float64, GD at lr 0.25 (2/lr = 8).
-* ``rmsprop_gaussian``: the same with RMSProp at lr 0.003.
+* ``rmsprop_gaussian``: the same with RMSProp at lr 0.003. RMSProp presets track k = 6
+  eigenpairs: five effective eigenvalues reach 2/lr at once here (k = 4 was full).
 
 ``flows`` fields: ``k`` eigenpairs tracked (the most at the edge at once), ``num_iters`` Lanczos
 products per call (warm-started), ``dt`` the central flow's substep (in steps), ``band`` the edge
@@ -75,4 +76,6 @@ def get_config(arg: str | None = None):
     config.flows = ml_collections.ConfigDict(
         dict(k=4, num_iters=12, dt=0.5, band=0.1, solver_iters=60, smoothing=20, max_sharpness=20.0)
     )
+    if config.optimizer.name == "rmsprop":
+        config.flows.k = 6  # five effective eigenvalues reach the edge at once on rmsprop_gaussian
     return config
