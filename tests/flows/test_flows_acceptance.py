@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import central_flows
-from dynamics.flows.experiment import analyze, problem, simulate
+from dynamics.flows.experiment import analyze, flow_kwargs, problem, simulate
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,9 @@ def _run(preset):
     config = central_flows.get_config(preset)
     with jax.enable_x64(True):
         loss_fn, opt, params, batch = problem(config)
-        records = list(simulate(loss_fn, opt, params, batch, config.num_steps))
+        records = list(
+            simulate(loss_fn, opt, params, batch, config.num_steps, **flow_kwargs(config))
+        )
         return records, analyze(records, opt.threshold)
 
 
