@@ -12,9 +12,14 @@ has the acceptance numbers of ``dynamics.flows.experiment.analyze``; the figure 
 ``dynamics.flows.experiment.run`` instead of the train loop.
 
 * ``gd_digits`` (default): scikit-learn digits (512 training examples, standardized), a
-  64-32-32-10 tanh MLP, MSE, float64, GD at lr 0.4 (2/lr = 5) for 1,000 steps.
+  64-32-32-10 tanh MLP, MSE, float64, GD at lr 0.4 (2/lr = 5) for 1,000 steps. The initial
+  sharpness is already 2 x 2/lr, so the correction is on from step 1. Measured: predicted loss
+  within a median 2.7% of GD's 20-step mean (stable flow 15.7%), up to 3 eigenvalues at the edge.
 * ``rmsprop_digits``: the same with RMSProp (decay 0.9, eps 1e-8, nu starting at grad L^2) at
-  lr 0.004: the effective sharpness of P^-1/2 H P^-1/2 is held at 2/lr.
+  lr 0.004, starting at 2.8 x 2/lr. Measured: the flow's effective sharpness of P^-1/2 H P^-1/2
+  at 2/lr (median deviation 4e-4; all k = 6 tracked at the edge at some point, so raise
+  ``flows.k`` for more), predicted loss 7.3% from RMSProp's smoothed loss (stable flow 18.8%
+  until it stops at step 81).
 * ``gd_gaussian``: the setting of the acceptance tests (``tests/flows/test_flows_acceptance.py``):
   128 Gaussian inputs in 8 dimensions with random +-1 targets (``synthetic``, kind
   ``random_signs``), an 8-16-16-1 tanh MLP, half-MSE, float64, GD at lr 0.25 (2/lr = 8).
