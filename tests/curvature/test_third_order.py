@@ -61,18 +61,22 @@ def test_curvature_gradients_match_finite_differences_of_the_dense_hessian():
         np.testing.assert_allclose(progressive_sharpening(grads, g)[0, 1], -gl @ flat[0, 1])
 
 
+def _quartic(w, batch):
+    return jnp.dot(batch["a"], w) ** 4 / 24 + jnp.sum(batch["c"] * w**4) / 12
+
+
+def _quartic_instance(seed, n, k):
+    rng = np.random.default_rng(seed)
+    a, c, w = rng.normal(size=n), rng.uniform(0.5, 2.0, size=n), rng.normal(size=n)
+    return a, c, w, np.linalg.qr(rng.normal(size=(n, k)))[0].T
+
+
 def test_third_derivative_of_a_quartic_in_closed_form():
     """L(w) = (a.w)^4 / 24 + sum_m c_m w_m^4 / 12: H = (a.w)^2 a a^T / 2 + diag(c w^2) and
     D^3 L[u, v, .] = (a.w)(a.u)(a.v) a + 2 c w u v (element-wise)."""
-    rng = np.random.default_rng(1)
-    a, c, w = rng.normal(size=5), rng.uniform(0.5, 2.0, size=5), rng.normal(size=5)
-    u = np.linalg.qr(rng.normal(size=(5, 3)))[0].T
-
-    def loss(w, batch):
-        return jnp.dot(batch["a"], w) ** 4 / 24 + jnp.sum(batch["c"] * w**4) / 12
-
+    a, c, w, u = _quartic_instance(1, 5, 3)
     with jax.enable_x64(True):
-        g = np.asarray(curvature_gradients(loss, jnp.asarray(w), jnp.asarray(u),
+        g = np.asarray(curvature_gradients(_quartic, jnp.asarray(w), jnp.asarray(u),
                                            {"a": jnp.asarray(a), "c": jnp.asarray(c)}))  # fmt: skip
     for i in range(3):
         for j in range(3):
@@ -81,19 +85,13 @@ def test_third_derivative_of_a_quartic_in_closed_form():
 
 
 def test_masked_pairs_are_zero_and_the_rest_unchanged():
-    rng = np.random.default_rng(2)
-    a, c, w = rng.normal(size=4), rng.uniform(0.5, 2.0, size=4), rng.normal(size=4)
-    u = np.linalg.qr(rng.normal(size=(4, 3)))[0].T
-
-    def loss(w, batch):
-        return jnp.dot(batch["a"], w) ** 4 / 24 + jnp.sum(batch["c"] * w**4) / 12
-
+    a, c, w, u = _quartic_instance(2, 4, 3)
     with jax.enable_x64(True):
         batch = {"a": jnp.asarray(a), "c": jnp.asarray(c)}
         u = jnp.asarray(u)
-        full = np.asarray(curvature_gradients(loss, jnp.asarray(w), u, batch))
+        full = np.asarray(curvature_gradients(_quartic, jnp.asarray(w), u, batch))
         mask = jnp.array([True, False, True])
-        masked = np.asarray(curvature_gradients(loss, jnp.asarray(w), u, batch, mask=mask))
+        masked = np.asarray(curvature_gradients(_quartic, jnp.asarray(w), u, batch, mask=mask))
     keep = np.asarray(mask)[:, None] & np.asarray(mask)[None, :]
     np.testing.assert_array_equal(masked[~keep], 0.0)
     np.testing.assert_allclose(masked[keep], full[keep], rtol=1e-14)
