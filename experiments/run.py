@@ -143,6 +143,8 @@ def main(argv: list[str]) -> int:
         if flows:
             from dynamics.flows import experiment as flows_experiment
 
+            if _RESUME.value:
+                _fail("--resume: program 'central_flows' has no checkpoints; use --overwrite")
             flows_experiment.check(config)
         run = None if flows else build(config)
     except ConfigError as e:

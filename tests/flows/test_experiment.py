@@ -29,6 +29,7 @@ def _run(*args, timeout=600):
         ("--config.flows.dt=0.3", ["flows", "dt"]),
         ("--config.program=centralflows", ["program", "central_flows"]),
         ("--config.data.batch_size=32", ["data.batch_size", "full-batch"]),
+        ("--resume", ["--resume", "--overwrite"]),
     ],
 )
 def test_bad_configs_fail_in_one_line_with_code_2_and_write_nothing(tmp_path, override, words):
