@@ -171,9 +171,16 @@ def main(argv: list[str]) -> int:
         _fail("a multi-process run needs the same --workdir on every process")
     try:
         warnings = validate(config)
+        flows = config.program == "central_flows"
+        if flows:
+            from dynamics.flows import experiment as flows_experiment
+
+            if _RESUME.value:
+                _fail("--resume: program 'central_flows' has no checkpoints; use --overwrite")
+            flows_experiment.check(config)
         # Before anything is built or written: the recorded run must be one this config continues.
         plan = resume.plan(workdir, config) if _RESUME.value else None
-        run = build(config)
+        run = None if flows else build(config)
     except ConfigError as e:
         _fail(str(e))
     is_main = jax.process_index() == 0
@@ -189,6 +196,11 @@ def main(argv: list[str]) -> int:
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("workdir ready")
 
+    if flows:
+        summary = flows_experiment.run(config, workdir)
+        if is_main:
+            print(f"{summary['status']} at step {summary['step']} -> {workdir}")
+        return 0
     try:
         summary = train(run, workdir, resume=plan, start_time=START)
     except ConfigError as e:  # every checkpoint unreadable: nothing was changed

@@ -46,6 +46,7 @@ from dynamics.curvature.preconditioned import (
 )
 from dynamics.curvature.stability import StepStability, arnoldi, optax_step, step_stability
 from dynamics.curvature.subspace import subspace_fraction, subspace_overlap
+from dynamics.curvature.third_order import *  # noqa: F403 -- its __all__: third derivatives
 from dynamics.curvature.thresholds import (
     adam_threshold,
     gd_threshold,

@@ -17,6 +17,9 @@ from the same seeded stream.
   learning requires rethinking generalization"); e.g. 1,000 Gaussian inputs in 32 dimensions
   with 10 random labels, on which full-batch GD shows the progressive sharpening of Cohen et al.
   (2021).
+* ``"random_signs"``: regression targets ``y`` uniform in ``{-1, +1}^output_dim``, independent of
+  ``x``: 128 of them in 8 dimensions are the central-flow tests' setting
+  (``configs/central_flows.py:gd_gaussian``).
 
 ``points`` is a separate entry for a handful of exact regression examples given in the config,
 e.g. the single datum ``(x, y)`` of a scalar network (Kreisler et al. 2023).
@@ -38,7 +41,7 @@ import numpy as np
 from dynamics.data import DATASETS, Dataset, DataSpec
 from dynamics.registry import ConfigError
 
-KINDS = ("teacher", "linear", "one_hot", "random_labels")
+KINDS = ("teacher", "linear", "one_hot", "random_labels", "random_signs")
 _ACTIVATIONS = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0.0), "linear": lambda h: h}
 
 
@@ -94,6 +97,8 @@ def synthetic(
     else:
         if kind == "one_hot":
             y = rng.standard_normal((n, output_dim))
+        elif kind == "random_signs":
+            y = rng.choice([-1.0, 1.0], size=(n, output_dim))
         elif kind == "teacher":
             activation = _ACTIVATIONS[teacher_activation]
             y = _teacher(rng, input_dim, tuple(teacher_widths), output_dim, activation)(x)

@@ -46,6 +46,7 @@ RESERVED = {
     "optimizer.constraint": ("name",),
 }
 PRECISIONS = ("float32", "float64")
+PROGRAMS = ("train", "central_flows")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -76,6 +77,8 @@ def base_config() -> ml_collections.ConfigDict:
       plots: write the PNG figures of ``dynamics.train.plots`` into ``plots/`` at the end.
       progress: show a progress bar when stdout is a terminal, else a progress line on stderr
         every 10% of the steps.
+      program: ``"train"`` (the train loop) or another entry of ``PROGRAMS`` that
+        ``experiments.run`` runs instead (``"central_flows"``: ``dynamics.flows.experiment``).
     """
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -103,6 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.tensorboard = False
     c.plots = True
     c.progress = True
+    c.program = "train"
     return c
 
 
@@ -235,6 +239,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         _check_int(config, path, 1)
     for path in ("eval_every", "checkpoint_every"):
         _check_int(config, path, 0)
+    if config.get("program", "train") not in PROGRAMS:
+        raise ConfigError(
+            f"unknown program {config.program!r}; valid choices: {', '.join(PROGRAMS)}"
+        )
     if config.precision not in PRECISIONS:
         raise ConfigError(
             f"unknown precision {config.precision!r} in precision; valid choices: "
