@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from dynamics.curvature import tree
+from dynamics.curvature.compile import eager_cached
 from dynamics.curvature.hvp import hvp
 from dynamics.curvature.operators import microbatch_mean
 
@@ -84,6 +85,7 @@ def hutch_plus_plus(matvec: Matvec, like: PyTree, key: jax.Array, num_probes: in
 ESTIMATORS = {"hutchinson": hutchinson, "hutch++": hutch_plus_plus}
 
 
+@eager_cached(static_argnames=("num_probes", "method", "microbatch_size", "precision"))
 def hessian_trace(
     loss_fn: Callable[..., jax.Array],
     params: PyTree,
