@@ -6,6 +6,7 @@ for the new parameters (checked against the jitted call and a dense Hessian).
 """
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax

@@ -1,0 +1,144 @@
+"""Minibatch curvature probes: batch sharpness, update sharpness and SGD's trace condition.
+
+* ``batch_sharpness(every, num_batches=256, batch_size=None, ...)``: the batch sharpness
+  E_B[g_B^T H_B g_B / ||g_B||^2] of Andreyev & Beneventano (2024) over ``num_batches`` fresh
+  minibatches of the training batch size (``batch_size`` None: ``config.data.batch_size``; full
+  batch when training is full batch, then one batch is drawn), each sampled without replacement
+  from the training set, as ``batch_sharpness``, ``batch_sharpness_stderr`` and
+  ``batch_sharpness_threshold`` (the optimizer's linear-stability threshold, 2/lr for SGD).
+* ``update_sharpness(every, ...)``: u^T H u / ||u||^2 of the update u the optimizer would take
+  from a fresh minibatch of the training batch size (its state as it is now), H the Hessian of
+  the probe's data (the first ``num_examples`` training examples), as ``update_sharpness``
+  with the optimizer's threshold where one is known.
+* ``trace_condition(every, num_probes=30, ...)``: tr(H) and ||H||_F of the probe data's Hessian,
+  ``hessian_trace``/``hessian_frobenius`` with their standard errors and thresholds 2/lr
+  (Wu & Su 2023) and sqrt(B)/lr (Wu, Wang & Su 2022, constant 1), B the training batch size.
+
+Minibatches are a pure function of ``(config.seed, step)`` and the probe's name, so a resumed run
+logs the same numbers; the probes keep no state.
+
+Example (config):
+  >>> import ml_collections
+  >>> probes = ml_collections.ConfigDict({"batch_sharpness": {"every": 50, "num_batches": 128}})
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from dynamics import curvature
+from dynamics.curvature.operators import num_examples
+from dynamics.registry import ConfigError
+from dynamics.train.probes.base import PROBES, ProbeContext
+from dynamics.train.probes.curvature import _CurvatureProbe, sharpness_threshold
+
+
+def training_batch_size(config, num_train: int) -> int:
+    """The training batch size as a number of examples (full batch: ``num_train``)."""
+    b = config.data.batch_size
+    return num_train if not b or b >= num_train else int(b)
+
+
+def fresh_minibatches(key: jax.Array, data, num_batches: int, batch_size: int):
+    """``num_batches`` minibatches of ``batch_size`` examples, each drawn without replacement,
+    stacked on a new leading axis (the whole of ``data`` once when ``batch_size`` covers it)."""
+    n = num_examples(data)
+    if batch_size >= n:
+        return jax.tree.map(lambda a: a[None], data)
+    keys = jax.random.split(key, num_batches)
+    idx = jax.vmap(lambda k: jax.random.permutation(k, n)[:batch_size])(keys)
+    return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)
+
+
+def _check_positive(name: str, value: int, least: int = 1) -> None:
+    if not isinstance(value, int) or value < least:
+        raise ConfigError(f"probe {name} must be an integer >= {least}, got {value!r}")
+
+
+class BatchSharpnessProbe(_CurvatureProbe):
+    def __init__(self, every, num_batches=256, batch_size=None, precision="highest"):
+        super().__init__(every, precision=precision)
+        _check_positive("num_batches", num_batches, 2)
+        if batch_size is not None:
+            _check_positive("batch_size", batch_size)
+        self.num_batches, self.batch_size = num_batches, batch_size
+
+    def __call__(self, ctx: ProbeContext, step, params, opt_state, probe_state):
+        n = num_examples(ctx.train)
+        size = self.batch_size or training_batch_size(ctx.config, n)
+        if self._fn is None:
+            self._fn = jax.jit(
+                lambda p, d, key: curvature.batch_sharpness(
+                    ctx.loss_fn,
+                    p,
+                    fresh_minibatches(key, d, self.num_batches, size),
+                    precision=self.precision,
+                )
+            )
+        est = self._fn(params, ctx.train, self.key(ctx, step))
+        metrics = {
+            "batch_sharpness": float(est.estimate),
+            "batch_sharpness_stderr": float(est.stderr),
+        }
+        threshold = sharpness_threshold(ctx.config, float(ctx.learning_rate(step)))
+        if threshold is not None:
+            metrics["batch_sharpness_threshold"] = threshold
+        return metrics, probe_state
+
+
+class UpdateSharpness(_CurvatureProbe):
+    def __call__(self, ctx: ProbeContext, step, params, opt_state, probe_state):
+        size = training_batch_size(ctx.config, num_examples(ctx.train))
+        if self._fn is None:
+
+            def fn(p, s, train, data, key):
+                batch = jax.tree.map(lambda a: a[0], fresh_minibatches(key, train, 1, size))
+                loss, grads = jax.value_and_grad(ctx.loss_fn)(p, batch)
+                updates, _ = ctx.tx.update(
+                    grads, s, p, grad_fn=lambda q: jax.grad(ctx.loss_fn)(q, batch), loss=loss
+                )
+                return curvature.directional_sharpness(
+                    ctx.loss_fn, p, updates, data, **self.operator_args()
+                )
+
+            self._fn = jax.jit(fn)
+        value = self._fn(params, opt_state, ctx.train, self.data(ctx), self.key(ctx, step))
+        metrics = {"update_sharpness": float(value)}
+        threshold = sharpness_threshold(ctx.config, float(ctx.learning_rate(step)))
+        if threshold is not None:
+            metrics["update_sharpness_threshold"] = threshold
+        return metrics, probe_state
+
+
+class TraceConditionProbe(_CurvatureProbe):
+    def __init__(
+        self, every, num_probes=30, num_examples=None, microbatch_size=None, precision="highest"
+    ):
+        super().__init__(every, num_examples, microbatch_size, precision)
+        _check_positive("num_probes", num_probes, 2)
+        self.num_probes = num_probes
+
+    def __call__(self, ctx: ProbeContext, step, params, opt_state, probe_state):
+        if self._fn is None:
+            self._fn = jax.jit(
+                lambda p, d, key: curvature.trace_condition(
+                    ctx.loss_fn, p, d, key=key, num_probes=self.num_probes, **self.operator_args()
+                )
+            )
+        c = self._fn(params, self.data(ctx), self.key(ctx, step))
+        lr = float(ctx.learning_rate(step))
+        batch = training_batch_size(ctx.config, num_examples(ctx.train))
+        return {
+            "hessian_trace": float(c.trace),
+            "hessian_trace_stderr": float(c.trace_stderr),
+            "hessian_trace_threshold": curvature.sgd_trace_threshold(lr),
+            "hessian_frobenius": float(c.frobenius),
+            "hessian_frobenius_stderr": float(c.frobenius_stderr),
+            "hessian_frobenius_threshold": curvature.sgd_frobenius_threshold(lr, batch),
+        }, probe_state
+
+
+PROBES.register("batch_sharpness", BatchSharpnessProbe)
+PROBES.register("update_sharpness", UpdateSharpness)
+PROBES.register("trace_condition", TraceConditionProbe)
