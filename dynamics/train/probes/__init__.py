@@ -5,6 +5,7 @@ from dynamics.train.probes import (  # noqa: F401  (registration)
     evaluation,
     grokking,
     minibatch,
+    spectral_norms,
 )
 from dynamics.train.probes.base import PROBES, Probe, ProbeContext
 

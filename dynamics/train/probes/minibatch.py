@@ -11,7 +11,7 @@
   the probe's data (the first ``num_examples`` training examples), as ``update_sharpness``
   with the optimizer's threshold where one is known.
 * ``trace_condition(every, num_probes=30, ...)``: tr(H) and ||H||_F of the probe data's Hessian,
-  ``hessian_trace``/``hessian_frobenius`` with their standard errors and thresholds 2/lr
+  ``trace_condition/trace`` and ``trace_condition/frobenius`` with standard errors and thresholds 2/lr
   (Wu & Su 2023) and sqrt(B)/lr (Wu, Wang & Su 2022, constant 1), B the training batch size.
 
 Minibatches are a pure function of ``(config.seed, step)`` and the probe's name, so a resumed run
@@ -87,17 +87,24 @@ class BatchSharpnessProbe(_CurvatureProbe):
         return metrics, probe_state
 
 
+def optimizer_update(ctx: ProbeContext, params, opt_state, train, key):
+    """The update the optimizer takes from a fresh minibatch of the training batch size, with its
+    state as it is (the state itself is not advanced); jittable."""
+    size = training_batch_size(ctx.config, num_examples(train))
+    batch = jax.tree.map(lambda a: a[0], fresh_minibatches(key, train, 1, size))
+    loss, grads = jax.value_and_grad(ctx.loss_fn)(params, batch)
+    updates, _ = ctx.tx.update(
+        grads, opt_state, params, grad_fn=lambda q: jax.grad(ctx.loss_fn)(q, batch), loss=loss
+    )
+    return updates
+
+
 class UpdateSharpness(_CurvatureProbe):
     def __call__(self, ctx: ProbeContext, step, params, opt_state, probe_state):
-        size = training_batch_size(ctx.config, num_examples(ctx.train))
         if self._fn is None:
 
             def fn(p, s, train, data, key):
-                batch = jax.tree.map(lambda a: a[0], fresh_minibatches(key, train, 1, size))
-                loss, grads = jax.value_and_grad(ctx.loss_fn)(p, batch)
-                updates, _ = ctx.tx.update(
-                    grads, s, p, grad_fn=lambda q: jax.grad(ctx.loss_fn)(q, batch), loss=loss
-                )
+                updates = optimizer_update(ctx, p, s, train, key)
                 return curvature.directional_sharpness(
                     ctx.loss_fn, p, updates, data, **self.operator_args()
                 )
@@ -130,12 +137,12 @@ class TraceConditionProbe(_CurvatureProbe):
         lr = float(ctx.learning_rate(step))
         batch = training_batch_size(ctx.config, num_examples(ctx.train))
         return {
-            "hessian_trace": float(c.trace),
-            "hessian_trace_stderr": float(c.trace_stderr),
-            "hessian_trace_threshold": curvature.sgd_trace_threshold(lr),
-            "hessian_frobenius": float(c.frobenius),
-            "hessian_frobenius_stderr": float(c.frobenius_stderr),
-            "hessian_frobenius_threshold": curvature.sgd_frobenius_threshold(lr, batch),
+            "trace_condition/trace": float(c.trace),
+            "trace_condition/trace_stderr": float(c.trace_stderr),
+            "trace_condition/trace_threshold": curvature.sgd_trace_threshold(lr),
+            "trace_condition/frobenius": float(c.frobenius),
+            "trace_condition/frobenius_stderr": float(c.frobenius_stderr),
+            "trace_condition/frobenius_threshold": curvature.sgd_frobenius_threshold(lr, batch),
         }, probe_state
 
 
