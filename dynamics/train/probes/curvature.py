@@ -32,6 +32,11 @@ resumed run logs the same numbers.
   -1 at the edge of stability; see :class:`dynamics.curvature.StepStability`), each with its
   threshold 1.
 
+``sharpness``, ``hessian_trace`` and ``spectral_density`` take ``blocks=`` (``"layers"``, a
+mapping of names to path patterns, or a list of patterns) and then also log the same quantity for
+the Hessian block of every parameter group, ``sharpness/Dense_0`` and so on (see
+:mod:`dynamics.train.probes.blocks`).
+
 Example (config):
   >>> import ml_collections
   >>> probes = ml_collections.ConfigDict({"sharpness": {"every": 50, "k": 2}})
@@ -53,6 +58,7 @@ from dynamics.curvature.trace import ESTIMATORS
 from dynamics.optim.registry import OPTIMIZERS
 from dynamics.registry import ConfigError
 from dynamics.train.probes.base import PROBES, Probe, ProbeContext
+from dynamics.train.probes.blocks import check_blocks, run_blocks
 
 ADAM_FAMILY = ("adam", "adamw")
 MATMUL_PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
@@ -219,8 +225,11 @@ class Sharpness(_EigenProbe):
         num_examples=None,
         microbatch_size=None,
         precision="highest",
+        blocks=None,
     ):
         super().__init__(every, k, num_iters, num_examples, microbatch_size, precision)
+        check_blocks(blocks)
+        self.blocks = blocks
 
     def compute(self, ctx, params, opt_state, data, init, key):
         pairs = self.top_eigenpairs(ctx, params, data, init, key)
@@ -231,6 +240,8 @@ class Sharpness(_EigenProbe):
         threshold = sharpness_threshold(ctx.config, float(ctx.learning_rate(step)))
         if threshold is not None:
             metrics["sharpness_threshold"] = threshold
+        options = dict(k=1, num_iters=self.num_iters, **self.operator_args())
+        metrics.update(run_blocks(self, ctx, step, params, "sharpness", options))
         return metrics, state
 
 
@@ -286,8 +297,11 @@ class SpectralDensity(_CurvatureProbe):
         num_examples=None,
         microbatch_size=None,
         precision="highest",
+        blocks=None,
     ):
         super().__init__(every, num_examples, microbatch_size, precision)
+        check_blocks(blocks)
+        self.blocks = blocks
         self.steps = None if steps is None else sorted({int(s) for s in steps})
         self.options = dict(
             num_probes=num_probes, num_iters=num_iters, num_points=num_points, sigma=sigma
@@ -309,12 +323,15 @@ class SpectralDensity(_CurvatureProbe):
                 )
             )
         d = jax.device_get(self._fn(params, self.data(ctx), self.key(ctx, step)))
-        return {
+        metrics = {
             "spectral_density_grid": d.grid.tolist(),
             "spectral_density": d.density.tolist(),
             "spectral_density_nodes": d.nodes.tolist(),
             "spectral_density_weights": d.weights.tolist(),
-        }, probe_state
+        }
+        options = {**self.options, **self.operator_args()}
+        metrics.update(run_blocks(self, ctx, step, params, "spectral_density", options))
+        return metrics, probe_state
 
 
 class HessianTrace(_CurvatureProbe):
@@ -326,8 +343,11 @@ class HessianTrace(_CurvatureProbe):
         num_examples=None,
         microbatch_size=None,
         precision="highest",
+        blocks=None,
     ):
         super().__init__(every, num_examples, microbatch_size, precision)
+        check_blocks(blocks)
+        self.blocks = blocks
         if method not in ESTIMATORS:
             raise ConfigError(
                 f"unknown trace method {method!r}; valid choices: " + ", ".join(ESTIMATORS)
@@ -352,9 +372,10 @@ class HessianTrace(_CurvatureProbe):
                 )
             )
         est = self._fn(params, self.data(ctx), self.key(ctx, step))
-        return {"hessian_trace": float(est.estimate), "hessian_trace_stderr": float(est.stderr)}, (
-            probe_state
-        )
+        metrics = {"hessian_trace": float(est.estimate), "hessian_trace_stderr": float(est.stderr)}
+        options = dict(num_probes=self.num_probes, method=self.method, **self.operator_args())
+        metrics.update(run_blocks(self, ctx, step, params, "hessian_trace", options))
+        return metrics, probe_state
 
 
 class GradientOverlap(_EigenProbe):
