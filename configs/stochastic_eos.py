@@ -23,7 +23,7 @@ from dynamics import sweep as sw
 from dynamics.train.config import base_config
 
 BATCH_SIZES = ("full", "8", "16", "32", "64", "128", "256")
-LEARNING_RATE = 0.2
+LEARNING_RATE = 0.3
 PROBE_EVERY = 100
 
 
@@ -33,7 +33,7 @@ def get_config(arg: str | None = None):
         raise ValueError(f"unknown preset {preset!r}; valid choices: {', '.join(BATCH_SIZES)}")
     config = base_config()
     config.seed = 0
-    config.num_steps = 4000
+    config.num_steps = 5000
     config.log_every = 10
     config.eval_every = 500
     config.checkpoint_every = 0
