@@ -69,6 +69,7 @@ def get_config(arg: str | None = None):
         config.optimizer.name = "sgd"
         config.optimizer.learning_rate = 0.1
         config.probes.step_stability = dict(every=50)
+        config.probes.spectral_norms = dict(every=50)  # ||W||_2, ||dW||_2, ranks per layer
         config.analysis.metric = "step_stability_flip"
         config.analysis.also_plot = ("step_stability",)
     return config

@@ -46,17 +46,17 @@ from dynamics.curvature.lanczos import (
     top_eigenpairs,
     tridiagonal,
 )
-from dynamics.curvature.operators import (
-    dataset_gauss_newton_operator,
-    dataset_loss_and_grad,
-    dataset_operator,
-    microbatch_mean,
-)
 from dynamics.curvature.minibatch import (
     BatchSharpness,
     batch_sharpness,
     directional_curvature,
     directional_sharpness,
+)
+from dynamics.curvature.operators import (
+    dataset_gauss_newton_operator,
+    dataset_loss_and_grad,
+    dataset_operator,
+    microbatch_mean,
 )
 from dynamics.curvature.power import PowerResult, power_iteration
 from dynamics.curvature.preconditioned import (

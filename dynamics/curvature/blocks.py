@@ -92,7 +92,9 @@ def _split(params: PyTree, selected: tuple[bool, ...]):
 
     def merge(block_leaves):
         it = iter(block_leaves)
-        return treedef.unflatten([next(it) if s else x for x, s in zip(leaves, selected, strict=True)])
+        return treedef.unflatten(
+            [next(it) if s else x for x, s in zip(leaves, selected, strict=True)]
+        )
 
     return block, merge
 
@@ -158,7 +160,9 @@ def block_top_eigenpairs(
 
 
 @eager_cached(static_argnames=("selected", "num_probes", "method", "microbatch_size", "precision"))
-def _block_trace(loss_fn, params, *args, selected, key, num_probes, method, microbatch_size, precision):
+def _block_trace(
+    loss_fn, params, *args, selected, key, num_probes, method, microbatch_size, precision
+):
     if method not in ESTIMATORS:
         raise ValueError(f"method must be one of {sorted(ESTIMATORS)}, got {method!r}")
     with jax.default_matmul_precision(precision):
@@ -177,7 +181,8 @@ def block_hessian_trace(
     microbatch_size: int | None = None,
     precision: str | None = "highest",
 ) -> TraceEstimate:
-    """tr(H_bb) of the block's Hessian (arguments as in :func:`dynamics.curvature.hessian_trace`)."""
+    """tr(H_bb) of the block's Hessian (arguments as in
+    :func:`dynamics.curvature.hessian_trace`)."""
     return _block_trace(
         loss_fn,
         params,

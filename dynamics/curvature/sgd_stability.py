@@ -63,7 +63,9 @@ def trace_condition(
     """tr(H) and ||H||_F of the Hessian of ``loss_fn(params, *args)`` from ``num_probes`` (>= 2)
     Rademacher probes; ``microbatch_size`` and ``precision`` as in ``top_eigenpairs``."""
     if num_probes < 2:
-        raise ValueError(f"trace_condition needs num_probes >= 2 for a standard error, got {num_probes}")
+        raise ValueError(
+            f"trace_condition needs num_probes >= 2 for a standard error, got {num_probes}"
+        )
     with jax.default_matmul_precision(precision):
 
         def forms(z):
@@ -74,4 +76,6 @@ def trace_condition(
     trace, trace_se = _mean_and_stderr(quadratic)
     frob2, frob2_se = _mean_and_stderr(squares)
     frobenius = jnp.sqrt(jnp.maximum(frob2, 0.0))
-    return TraceCondition(trace, trace_se, frobenius, frob2_se / (2 * jnp.maximum(frobenius, 1e-30)))
+    return TraceCondition(
+        trace, trace_se, frobenius, frob2_se / (2 * jnp.maximum(frobenius, 1e-30))
+    )

@@ -44,7 +44,12 @@ def test_flax_paths_name_one_block_per_layer():
 
     model = mlp_model(DataSpec((4,), "float32", 3), widths=(5,))
     params = model.init(jax.random.key(0), jnp.zeros((1, 4)))
-    assert leaf_paths(params) == ["Dense_0/bias", "Dense_0/kernel", "Dense_1/bias", "Dense_1/kernel"]
+    assert leaf_paths(params) == [
+        "Dense_0/bias",
+        "Dense_0/kernel",
+        "Dense_1/bias",
+        "Dense_1/kernel",
+    ]
     assert curvature.layer_blocks(params) == {"Dense_0": "Dense_0/*", "Dense_1": "Dense_1/*"}
     assert block_size(params, "Dense_0/*") == 4 * 5 + 5
 
@@ -61,15 +66,31 @@ def test_block_eigenvalues_trace_and_density_match_the_dense_sub_block(mlp, bloc
             mlp.loss_fn, params, data, block=block, k=2, num_iters=dim, key=jax.random.key(0)
         )
         bottom = curvature.block_top_eigenpairs(
-            mlp.loss_fn, params, data, block=block, k=1, num_iters=dim, key=jax.random.key(0),
+            mlp.loss_fn,
+            params,
+            data,
+            block=block,
+            k=1,
+            num_iters=dim,
+            key=jax.random.key(0),
             which="SA",
         )
         tr = curvature.block_hessian_trace(
-            mlp.loss_fn, params, data, block=block, key=jax.random.key(1), num_probes=3 * dim,
+            mlp.loss_fn,
+            params,
+            data,
+            block=block,
+            key=jax.random.key(1),
+            num_probes=3 * dim,
             microbatch_size=8,
         )
         density = curvature.block_spectral_density(
-            mlp.loss_fn, params, data, block=block, key=jax.random.key(2), num_probes=2,
+            mlp.loss_fn,
+            params,
+            data,
+            block=block,
+            key=jax.random.key(2),
+            num_probes=2,
             num_iters=dim,
         )
     np.testing.assert_allclose(np.asarray(pairs.eigenvalues), evals[::-1][:2], rtol=1e-8)
@@ -94,7 +115,10 @@ def test_every_layer_obeys_interlacing_on_a_random_mlp():
             lambda a: jnp.asarray(a, jnp.float64) + 0.3,
             model.init(jax.random.key(1), jnp.zeros((1, 6))),
         )
-        data = {"x": jnp.asarray(rng.normal(size=(40, 6))), "y": jnp.asarray(rng.integers(0, 3, 40))}
+        data = {
+            "x": jnp.asarray(rng.normal(size=(40, 6))),
+            "y": jnp.asarray(rng.integers(0, 3, 40)),
+        }
 
         def loss(p, b):
             out = model.apply(p, b["x"])
@@ -102,7 +126,9 @@ def test_every_layer_obeys_interlacing_on_a_random_mlp():
 
         flat, unravel = jax.flatten_util.ravel_pytree(params)
         h = np.asarray(jax.hessian(lambda f: loss(unravel(f), data))(flat))
-        per_layer = curvature.layer_sharpness(loss, params, data, num_iters=60, key=jax.random.key(0))
+        per_layer = curvature.layer_sharpness(
+            loss, params, data, num_iters=60, key=jax.random.key(0)
+        )
         full = np.linalg.eigvalsh(h)[-1]
         for name, value in per_layer.items():
             selected = curvature.block_leaves(params, f"{name}/*")

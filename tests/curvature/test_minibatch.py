@@ -29,7 +29,9 @@ def test_batch_sharpness_is_the_mean_of_minibatch_rayleigh_quotients(mlp):
         batches = _split(data, 4, 8)
         est = curvature.batch_sharpness(mlp.loss_fn, params, batches)
         ratios = [
-            _gradient_curvature_dense(mlp, params, jax.tree.map(lambda a: np.asarray(a[i]), batches))
+            _gradient_curvature_dense(
+                mlp, params, jax.tree.map(lambda a: np.asarray(a[i]), batches)
+            )
             for i in range(4)
         ]
     np.testing.assert_allclose(np.asarray(est.samples), ratios, rtol=1e-10)
@@ -70,8 +72,12 @@ def test_trace_condition_equals_dense_forms_of_the_same_probes(mlp):
     with jax.enable_x64(True):
         params, data = mlp.jax_params(), mlp.jax_data()
         c = curvature.trace_condition(mlp.loss_fn, params, data, key=key, num_probes=8)
-        z = np.stack([mlp.ravel(jax.tree.map(lambda a: a[i], _rademacher_basis(key, params, 8)))
-                      for i in range(8)])
+        z = np.stack(
+            [
+                mlp.ravel(jax.tree.map(lambda a: a[i], _rademacher_basis(key, params, 8)))
+                for i in range(8)
+            ]
+        )
         h = mlp.dense_hessian()
     quad = np.einsum("pi,ij,pj->p", z, h, z)
     squares = np.sum((z @ h) ** 2, axis=1)

@@ -86,8 +86,10 @@ def _flax_problem():
     model = mlp_model(DataSpec((6,), "float32", 3), widths=(16, 8))
     rng = np.random.default_rng(0)
     params = model.init(jax.random.key(0), jnp.zeros((1, 6)))
-    data = {"x": jnp.asarray(rng.normal(size=(32, 6)), jnp.float32),
-            "y": jnp.asarray(rng.integers(0, 3, 32), jnp.int32)}
+    data = {
+        "x": jnp.asarray(rng.normal(size=(32, 6)), jnp.float32),
+        "y": jnp.asarray(rng.integers(0, 3, 32), jnp.int32),
+    }
 
     class Problem:
         per_example_loss = staticmethod(
@@ -122,15 +124,20 @@ def test_spectral_norms_probe_against_numpy_svd_with_warm_start():
         assert metrics[f"spectral_norm/{name}"] == pytest.approx(s[0], rel=1e-5)
         assert metrics[f"stable_rank/{name}"] == pytest.approx(np.sum(s**2) / s[0] ** 2, rel=1e-4)
         p = s / s.sum()
-        assert metrics[f"effective_rank/{name}"] == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=1e-4)
-        assert metrics[f"spectral_norm_target/{name}"] == pytest.approx(np.sqrt(w.shape[1] / w.shape[0]))
+        assert metrics[f"effective_rank/{name}"] == pytest.approx(
+            np.exp(-np.sum(p * np.log(p))), rel=1e-4
+        )
+        assert metrics[f"spectral_norm_target/{name}"] == pytest.approx(
+            np.sqrt(w.shape[1] / w.shape[0])
+        )
     # The update of SGD on a fresh full batch is -lr * grad: its norms by SVD.
     g = jax.grad(problem.loss_fn)(params, ctx.train)
     du = -0.1 * np.asarray(g["Dense_0"]["kernel"], np.float64)
     sd = np.linalg.svd(du, compute_uv=False)
     assert metrics["update_spectral_norm/Dense_0"] == pytest.approx(sd[0], rel=1e-3)
     assert metrics["update_ratio/Dense_0"] == pytest.approx(
-        sd[0] / np.linalg.svd(np.asarray(params["Dense_0"]["kernel"]), compute_uv=False)[0], rel=1e-3
+        sd[0] / np.linalg.svd(np.asarray(params["Dense_0"]["kernel"]), compute_uv=False)[0],
+        rel=1e-3,
     )
 
 
@@ -140,7 +147,10 @@ def test_new_probes_on_eight_devices_equal_one_device(mlp):
     ctx = _with_batch(_context(mlp, _config("sgd")), 8)
     params = _params32(mlp)
     sharded = ProbeContext(
-        **{**ctx.__dict__, "train": jax.device_put(ctx.train, NamedSharding(mesh, PartitionSpec("data")))}
+        **{
+            **ctx.__dict__,
+            "train": jax.device_put(ctx.train, NamedSharding(mesh, PartitionSpec("data"))),
+        }
     )
     replicated = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
     for name, kwargs in [
@@ -162,7 +172,10 @@ def test_spectral_norms_on_eight_devices_equal_one_device():
     mesh = Mesh(np.array(jax.devices()), ("data",))
     ctx = _context(problem, _config("sgd"))
     sharded = ProbeContext(
-        **{**ctx.__dict__, "train": jax.device_put(ctx.train, NamedSharding(mesh, PartitionSpec("data")))}
+        **{
+            **ctx.__dict__,
+            "train": jax.device_put(ctx.train, NamedSharding(mesh, PartitionSpec("data"))),
+        }
     )
     replicated = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
     p1, p8 = (PROBES.build("spectral_norms", {"every": 1}) for _ in range(2))

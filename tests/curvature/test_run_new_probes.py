@@ -46,7 +46,9 @@ def test_new_probes_are_logged_checkpointed_and_resume_exactly(tmp_path):
             assert np.isfinite(r[name]), name
         assert r["sharpness/Dense_0"] <= r["sharpness"] * (1 + 1e-4)
         assert r["sharpness/Dense_1"] <= r["sharpness"] * (1 + 1e-4)
-        assert r["batch_sharpness_threshold"] == pytest.approx(2 / _config().optimizer.learning_rate)
+        assert r["batch_sharpness_threshold"] == pytest.approx(
+            2 / _config().optimizer.learning_rate
+        )
 
     # Stop after step 10 (its checkpoint holds the spectral_norms vectors), then resume.
     part = tmp_path / "part"
@@ -63,13 +65,24 @@ def test_batch_sharpness_probe_from_the_command_line(tmp_path):
     env = dict(os.environ, CI="1", XLA_FLAGS="--xla_force_host_platform_device_count=1")
     out = subprocess.run(
         [
-            sys.executable, "-m", "experiments.run", "--config=configs/classification.py:digits_mlp",
-            "--config.model.widths=(8,)", "--config.data.batch_size=32", "--config.num_steps=10",
-            "--config.eval_every=0", "--config.plots=False",
-            "--config.probes.batch_sharpness.every=5", "--config.probes.batch_sharpness.num_batches=8",
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "--config=configs/classification.py:digits_mlp",
+            "--config.model.widths=(8,)",
+            "--config.data.batch_size=32",
+            "--config.num_steps=10",
+            "--config.eval_every=0",
+            "--config.plots=False",
+            "--config.probes.batch_sharpness.every=5",
+            "--config.probes.batch_sharpness.num_batches=8",
             f"--workdir={tmp_path / 'run'}",
         ],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert sorted(_probe_records(tmp_path / "run" / "metrics.jsonl")) == [0, 5, 10]
@@ -79,11 +92,19 @@ def test_bad_blocks_option_exits_with_code_2_and_writes_nothing(tmp_path):
     env = dict(os.environ, CI="1", XLA_FLAGS="--xla_force_host_platform_device_count=1")
     out = subprocess.run(
         [
-            sys.executable, "-m", "experiments.run", "--config=configs/classification.py:digits_mlp",
-            "--config.probes.sharpness.every=5", "--config.probes.sharpness.blocks=7",
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "--config=configs/classification.py:digits_mlp",
+            "--config.probes.sharpness.every=5",
+            "--config.probes.sharpness.blocks=7",
             f"--workdir={tmp_path / 'run'}",
         ],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 2
     assert "probe blocks must be 'layers'" in out.stderr

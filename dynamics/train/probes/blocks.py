@@ -65,10 +65,14 @@ def block_metrics(kind: str, loss_fn, params, data, key, named, options) -> dict
     keys = jax.random.split(key, len(named))
     for (name, pattern), k in zip(named.items(), keys, strict=True):
         if kind == "sharpness":
-            pairs = curvature.block_top_eigenpairs(loss_fn, params, data, block=pattern, key=k, **options)
+            pairs = curvature.block_top_eigenpairs(
+                loss_fn, params, data, block=pattern, key=k, **options
+            )
             metrics[f"sharpness/{name}"] = pairs.eigenvalues[0]
         elif kind == "hessian_trace":
-            est = curvature.block_hessian_trace(loss_fn, params, data, block=pattern, key=k, **options)
+            est = curvature.block_hessian_trace(
+                loss_fn, params, data, block=pattern, key=k, **options
+            )
             metrics[f"hessian_trace/{name}"] = est.estimate
             metrics[f"hessian_trace_stderr/{name}"] = est.stderr
         else:

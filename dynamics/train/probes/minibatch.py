@@ -11,8 +11,9 @@
   the probe's data (the first ``num_examples`` training examples), as ``update_sharpness``
   with the optimizer's threshold where one is known.
 * ``trace_condition(every, num_probes=30, ...)``: tr(H) and ||H||_F of the probe data's Hessian,
-  ``trace_condition/trace`` and ``trace_condition/frobenius`` with standard errors and thresholds 2/lr
-  (Wu & Su 2023) and sqrt(B)/lr (Wu, Wang & Su 2022, constant 1), B the training batch size.
+  ``trace_condition/trace`` and ``trace_condition/frobenius`` with standard errors and the
+  thresholds 2/lr (Wu & Su 2023) and sqrt(B)/lr (Wu, Wang & Su 2022, constant 1), B the
+  training batch size.
 
 Minibatches are a pure function of ``(config.seed, step)`` and the probe's name, so a resumed run
 logs the same numbers; the probes keep no state.

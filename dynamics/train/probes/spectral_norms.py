@@ -49,7 +49,9 @@ class SpectralNorms(Probe):
     def _names(self, params):
         names = mn.matrix_names(params)
         if not names:
-            raise ConfigError("probes.spectral_norms needs a model with weight matrices; none found")
+            raise ConfigError(
+                "probes.spectral_norms needs a model with weight matrices; none found"
+            )
         return names
 
     def key(self, ctx: ProbeContext, step: int) -> jax.Array:
@@ -61,7 +63,10 @@ class SpectralNorms(Probe):
         w_leaves, u_leaves = jax.tree.leaves(params), jax.tree.leaves(updates)
         metrics, new = {}, {"weights": [], "updates": []}
         for j, (i, name) in enumerate(names):
-            for kind, leaf, prefix in (("weights", w_leaves[i], ""), ("updates", u_leaves[i], "update_")):
+            for kind, leaf, prefix in (
+                ("weights", w_leaves[i], ""),
+                ("updates", u_leaves[i], "update_"),
+            ):
                 v0 = state[kind][j]
                 # A cold start (zero state) begins from a fixed pseudo-random vector.
                 cold = jax.random.normal(jax.random.key(j), v0.shape, v0.dtype)
@@ -80,9 +85,7 @@ class SpectralNorms(Probe):
     def __call__(self, ctx, step, params, opt_state, probe_state):
         names = self._names(params)
         if self._fn is None:
-            self._fn = jax.jit(
-                lambda p, s, d, st, k: self._compute(ctx, names, p, s, d, st, k)
-            )
+            self._fn = jax.jit(lambda p, s, d, st, k: self._compute(ctx, names, p, s, d, st, k))
         metrics, state = self._fn(params, opt_state, ctx.train, probe_state, self.key(ctx, step))
         out = {k: float(v) for k, v in metrics.items()}
         leaves = jax.tree.leaves(params)
