@@ -44,7 +44,7 @@ from dynamics.curvature.density import SpectralDensity, slq
 from dynamics.curvature.hvp import hvp
 from dynamics.curvature.lanczos import Eigenpairs, eigsh
 from dynamics.curvature.operators import microbatch_mean
-from dynamics.curvature.trace import ESTIMATORS, TraceEstimate
+from dynamics.curvature.trace import TraceEstimate, estimator
 
 PyTree = Any
 Block = str | PyTree
@@ -118,16 +118,39 @@ def block_operator(
     return matvec, block
 
 
-_EIGEN_STATIC = ("selected", "k", "num_iters", "which", "microbatch_size", "precision")
-
-
-@eager_cached(static_argnames=_EIGEN_STATIC)
+@eager_cached(
+    static_argnames=("selected", "k", "num_iters", "which", "microbatch_size", "precision")
+)
 def _block_eigenpairs(
-    loss_fn, params, *args, selected, k, num_iters, key, which, microbatch_size, precision
-):
+    loss_fn, params, *args, selected, key, k=1, num_iters=40, which="LA", microbatch_size=None,
+    precision="highest",
+):  # fmt: skip
     with jax.default_matmul_precision(precision):
         matvec, block = block_operator(loss_fn, params, args, selected, microbatch_size)
         return eigsh(matvec, block, k=k, num_iters=num_iters, key=key, which=which)
+
+
+@eager_cached(static_argnames=("selected", "num_probes", "method", "microbatch_size", "precision"))
+def _block_trace(
+    loss_fn, params, *args, selected, key, num_probes=30, method="hutch++", microbatch_size=None,
+    precision="highest",
+):  # fmt: skip
+    trace_estimator = estimator(method)
+    with jax.default_matmul_precision(precision):
+        matvec, block = block_operator(loss_fn, params, args, selected, microbatch_size)
+        return trace_estimator(matvec, block, key, num_probes)
+
+
+_DENSITY_STATIC = ("selected", "num_probes", "num_iters", "num_points", "microbatch_size")
+
+
+@eager_cached(static_argnames=(*_DENSITY_STATIC, "precision"))
+def _block_density(
+    loss_fn, params, *args, selected, key, microbatch_size=None, precision="highest", **options
+):
+    with jax.default_matmul_precision(precision):
+        matvec, block = block_operator(loss_fn, params, args, selected, microbatch_size)
+        return slq(matvec, block, key=key, **options)
 
 
 def block_top_eigenpairs(
@@ -135,39 +158,17 @@ def block_top_eigenpairs(
     params: PyTree,
     *args,
     block: Block,
-    k: int = 1,
-    num_iters: int = 40,
     key: jax.Array,
-    which: str = "LA",
-    microbatch_size: int | None = None,
-    precision: str | None = "highest",
+    **options,
 ) -> Eigenpairs:
-    """Top-k eigenpairs of the Hessian block of ``block``; the eigenvectors are lists of the
-    block's leaves (``jax.tree.leaves`` order), each with a leading axis k. Other arguments as in
-    :func:`dynamics.curvature.top_eigenpairs`."""
-    return _block_eigenpairs(
-        loss_fn,
-        params,
-        *args,
-        selected=block_leaves(params, block),
-        k=k,
-        num_iters=num_iters,
-        key=key,
-        which=which,
-        microbatch_size=microbatch_size,
-        precision=precision,
-    )
+    """Top-k eigenpairs of the Hessian block of ``block``.
 
-
-@eager_cached(static_argnames=("selected", "num_probes", "method", "microbatch_size", "precision"))
-def _block_trace(
-    loss_fn, params, *args, selected, key, num_probes, method, microbatch_size, precision
-):
-    if method not in ESTIMATORS:
-        raise ValueError(f"method must be one of {sorted(ESTIMATORS)}, got {method!r}")
-    with jax.default_matmul_precision(precision):
-        matvec, block = block_operator(loss_fn, params, args, selected, microbatch_size)
-        return ESTIMATORS[method](matvec, block, key, num_probes)
+    ``options``: ``k=1``, ``num_iters=40``, ``which="LA"``, ``microbatch_size=None``,
+    ``precision="highest"``, as in :func:`dynamics.curvature.top_eigenpairs`. The eigenvectors
+    are lists of the block's leaves (``jax.tree.leaves`` order), each with a leading axis k.
+    """
+    selected = block_leaves(params, block)
+    return _block_eigenpairs(loss_fn, params, *args, selected=selected, key=key, **options)
 
 
 def block_hessian_trace(
@@ -176,62 +177,12 @@ def block_hessian_trace(
     *args,
     block: Block,
     key: jax.Array,
-    num_probes: int = 30,
-    method: str = "hutch++",
-    microbatch_size: int | None = None,
-    precision: str | None = "highest",
+    **options,
 ) -> TraceEstimate:
-    """tr(H_bb) of the block's Hessian (arguments as in
-    :func:`dynamics.curvature.hessian_trace`)."""
-    return _block_trace(
-        loss_fn,
-        params,
-        *args,
-        selected=block_leaves(params, block),
-        key=key,
-        num_probes=num_probes,
-        method=method,
-        microbatch_size=microbatch_size,
-        precision=precision,
-    )
-
-
-@eager_cached(
-    static_argnames=(
-        "selected",
-        "num_probes",
-        "num_iters",
-        "num_points",
-        "microbatch_size",
-        "precision",
-    )
-)
-def _block_density(
-    loss_fn,
-    params,
-    *args,
-    selected,
-    key,
-    num_probes,
-    num_iters,
-    num_points,
-    sigma,
-    grid,
-    microbatch_size,
-    precision,
-):
-    with jax.default_matmul_precision(precision):
-        matvec, block = block_operator(loss_fn, params, args, selected, microbatch_size)
-        return slq(
-            matvec,
-            block,
-            key=key,
-            num_probes=num_probes,
-            num_iters=num_iters,
-            num_points=num_points,
-            sigma=sigma,
-            grid=grid,
-        )
+    """tr(H_bb) of the block's Hessian; ``options``: ``num_probes=30``, ``method="hutch++"``,
+    ``microbatch_size``, ``precision``, as in :func:`dynamics.curvature.hessian_trace`."""
+    selected = block_leaves(params, block)
+    return _block_trace(loss_fn, params, *args, selected=selected, key=key, **options)
 
 
 def block_spectral_density(
@@ -240,30 +191,13 @@ def block_spectral_density(
     *args,
     block: Block,
     key: jax.Array,
-    num_probes: int = 8,
-    num_iters: int = 60,
-    num_points: int = 512,
-    sigma: float | None = None,
-    grid: jax.Array | None = None,
-    microbatch_size: int | None = None,
-    precision: str | None = "highest",
+    **options,
 ) -> SpectralDensity:
-    """SLQ density of the block's Hessian, normalized by the block's dimension (arguments as in
-    :func:`dynamics.curvature.spectral_density`)."""
-    return _block_density(
-        loss_fn,
-        params,
-        *args,
-        selected=block_leaves(params, block),
-        key=key,
-        num_probes=num_probes,
-        num_iters=num_iters,
-        num_points=num_points,
-        sigma=sigma,
-        grid=grid,
-        microbatch_size=microbatch_size,
-        precision=precision,
-    )
+    """SLQ density of the block's Hessian, normalized by the block's dimension; ``options``:
+    ``num_probes``, ``num_iters``, ``num_points``, ``sigma``, ``grid``, ``microbatch_size``,
+    ``precision``, as in :func:`dynamics.curvature.spectral_density`."""
+    selected = block_leaves(params, block)
+    return _block_density(loss_fn, params, *args, selected=selected, key=key, **options)
 
 
 def layer_sharpness(

@@ -13,6 +13,7 @@ from dynamics.train.loop import build, train
 from dynamics.train.metrics import read_records
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+CONFIG = "--config=configs/classification.py:digits_mlp"
 NEW = ("batch_sharpness", "update_sharpness", "trace_condition/trace", "spectral_norm/Dense_0")
 
 
@@ -61,50 +62,32 @@ def test_new_probes_are_logged_checkpointed_and_resume_exactly(tmp_path):
         assert resumed[20][name] == pytest.approx(records[20][name], rel=1e-6), name
 
 
-def test_batch_sharpness_probe_from_the_command_line(tmp_path):
+def _experiments_run(*args):
     env = dict(os.environ, CI="1", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.run",
-            "--config=configs/classification.py:digits_mlp",
-            "--config.model.widths=(8,)",
-            "--config.data.batch_size=32",
-            "--config.num_steps=10",
-            "--config.eval_every=0",
-            "--config.plots=False",
-            "--config.probes.batch_sharpness.every=5",
-            "--config.probes.batch_sharpness.num_batches=8",
-            f"--workdir={tmp_path / 'run'}",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    command = [sys.executable, "-m", "experiments.run", CONFIG, *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_batch_sharpness_probe_from_the_command_line(tmp_path):
+    out = _experiments_run(
+        "--config.model.widths=(8,)",
+        "--config.data.batch_size=32",
+        "--config.num_steps=10",
+        "--config.eval_every=0",
+        "--config.plots=False",
+        "--config.probes.batch_sharpness.every=5",
+        "--config.probes.batch_sharpness.num_batches=8",
+        f"--workdir={tmp_path / 'run'}",
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert sorted(_probe_records(tmp_path / "run" / "metrics.jsonl")) == [0, 5, 10]
 
 
 def test_bad_blocks_option_exits_with_code_2_and_writes_nothing(tmp_path):
-    env = dict(os.environ, CI="1", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.run",
-            "--config=configs/classification.py:digits_mlp",
-            "--config.probes.sharpness.every=5",
-            "--config.probes.sharpness.blocks=7",
-            f"--workdir={tmp_path / 'run'}",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = _experiments_run(
+        "--config.probes.sharpness.every=5",
+        "--config.probes.sharpness.blocks=7",
+        f"--workdir={tmp_path / 'run'}",
     )
     assert out.returncode == 2
     assert "probe blocks must be 'layers'" in out.stderr
