@@ -100,7 +100,7 @@ def test_block_eigenvalues_trace_and_density_match_the_dense_sub_block(mlp, bloc
     # A full Krylov space: the quadrature nodes are the block's eigenvalues.
     nodes = np.asarray(density.nodes)[0]
     weights = np.asarray(density.weights)[0]
-
+    assert weights.sum() == pytest.approx(1.0, rel=1e-10)
     assert np.min(np.abs(nodes[weights > 1e-8][:, None] - evals[None]), axis=1).max() < 1e-6
 
 
