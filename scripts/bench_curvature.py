@@ -376,6 +376,22 @@ def eager_and_pyhessian(args):
         f"   lambda_max {reference:.6g} (100 steps); 30 steps: relative error "
         f"{abs(lam30 - reference) / reference:.1e} (target 1e-4)"
     )
+    # The fewest Lanczos steps that reach 1e-4 at the reference point: the "to 1e-4".
+    fewest = 30
+    for m in (8, 10, 12, 15, 20):
+        lam = float(
+            curvature.top_eigenpairs(loss_fn, params, data, k=1, num_iters=m, key=key).eigenvalues[
+                0
+            ]
+        )
+        if abs(lam - reference) / reference < 1e-4:
+            fewest = m
+            break
+
+    def eager_fewest(p):
+        return curvature.top_eigenpairs(loss_fn, p, data, k=1, num_iters=fewest, key=key)
+
+    print(f"   fewest Lanczos steps to 1e-4 (of 8, 10, 12, 15, 20, 30): {fewest}")
 
     worker = python = None
     if not args.no_pyhessian:
@@ -399,7 +415,7 @@ def eager_and_pyhessian(args):
     else:
         print("   PyHessian comparison skipped")
 
-    times = {"eager": [], "jit": [], "hvp": [], "pyhessian": []}
+    times = {"eager": [], "eager_fewest": [], "jit": [], "hvp": [], "pyhessian": []}
     values = []
     jax.block_until_ready(jitted(params, data))
     jax.block_until_ready(bare_jit(params, v, data))
@@ -407,6 +423,7 @@ def eager_and_pyhessian(args):
         p = perturbed(10 + r)
         for name, call in (
             ("eager", lambda: eager(p)),
+            ("eager_fewest", lambda: eager_fewest(p)),
             ("jit", lambda: jitted(p, data)),
             ("hvp", lambda: bare_jit(p, v, data)),
         ):
@@ -433,7 +450,9 @@ def eager_and_pyhessian(args):
             f"{med['pyhessian']:.2f} s (range {min(times['pyhessian']):.2f}-"
             f"{max(times['pyhessian']):.2f} s; eigenvalues "
             f"{', '.join(f'{x:.6g}' for x in values)}): eager is "
-            f"{med['pyhessian'] / med['eager']:.2f}x faster (target >= 3x)"
+            f"{med['pyhessian'] / med['eager']:.2f}x faster at 30 steps; at {fewest} steps "
+            f"({med['eager_fewest']:.2f} s) {med['pyhessian'] / med['eager_fewest']:.2f}x "
+            f"(target >= 3x)"
         )
 
 
