@@ -47,6 +47,7 @@ PRESETS = {
         "optimizer.name": "sgd",
         "optimizer.learning_rate": 0.1,
         "probes.step_stability": dict(every=50),
+        "probes.spectral_norms": dict(every=50),  # ||W||_2, ||dW||_2, ranks per layer
         "analysis.metric": "step_stability_flip",
         "analysis.also_plot": ("step_stability",),
     },

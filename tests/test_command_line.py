@@ -89,11 +89,13 @@ def test_a_missing_config_file_is_one_line(module, tmp_path):
 
 PRESETS = {
     "adaptive_eos": "adam, optimizers",
+    "central_flows": "gd_digits, gd_gaussian, rmsprop_digits, rmsprop_gaussian",
     "classification": "digits_mlp, modular_mlp",
     "edge_of_stability": "cifar5k, cnn, digits, momentum, sam",
     "grokking": "grokfast, grokfast_baseline, grokfast_ema, grokfast_ma, mlp, mlp_baseline, "
     "mlp_grokfast_ema, mlp_grokfast_ma, mlp_orthograd, mlp_stablemax, mlp_wd, nanda",
     "scalar_eos": "depth2, depth4, depth8, quadratic, sign_flip",
+    "stochastic_eos": "128, 16, 256, 32, 64, 8, full",
 }
 
 

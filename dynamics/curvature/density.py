@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from dynamics.curvature import tree
+from dynamics.curvature.compile import eager_cached
 from dynamics.curvature.hvp import hvp
 from dynamics.curvature.lanczos import lanczos, ritz
 from dynamics.curvature.operators import microbatch_mean
@@ -101,6 +102,9 @@ def slq(
     return SpectralDensity(grid, gaussian_smoothing(nodes, weights, grid, sigma), nodes, weights)
 
 
+@eager_cached(
+    static_argnames=("num_probes", "num_iters", "num_points", "microbatch_size", "precision")
+)
 def spectral_density(
     loss_fn: Callable[..., jax.Array],
     params: PyTree,

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from dynamics.curvature import tree
+from dynamics.curvature.compile import eager_cached
 from dynamics.curvature.hvp import hvp
 from dynamics.curvature.operators import microbatch_mean
 
@@ -229,6 +230,7 @@ def seeded_rayleigh_ritz(
     return upper + jnp.triu(upper, 1).T, basis, alive
 
 
+@eager_cached(static_argnames=("k", "num_iters", "which"))
 def eigsh(
     matvec: Matvec,
     like: PyTree,
@@ -276,6 +278,7 @@ def eigsh(
     return Eigenpairs(values, vectors, residuals)
 
 
+@eager_cached(static_argnames=("k", "num_iters", "which", "microbatch_size", "precision"))
 def top_eigenpairs(
     loss_fn: Callable[..., jax.Array],
     params: PyTree,

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 
 from dynamics.curvature import tree
+from dynamics.curvature.compile import eager_cached
 
 PyTree = Any
 
@@ -36,7 +37,16 @@ class PowerResult(NamedTuple):
 
 
 def power_iteration(matvec: Callable[[PyTree], PyTree], v0: PyTree, num_iters: int) -> PowerResult:
-    """``num_iters`` products of power iteration from ``v0`` (one more for the residual)."""
+    """``num_iters`` products of power iteration from ``v0`` (one more for the residual).
+
+    Compiled once per ``matvec`` object and ``num_iters`` when called eagerly
+    (:mod:`dynamics.curvature.compile`).
+    """
+    return _power_iteration(matvec, v0, num_iters=num_iters)
+
+
+@eager_cached(static_argnames=("num_iters",))
+def _power_iteration(matvec, v0, *, num_iters):
 
     def body(v, _):
         av = matvec(v)

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from dynamics.curvature import tree
+from dynamics.curvature.compile import eager_cached
 from dynamics.curvature.hvp import hvp
 from dynamics.curvature.lanczos import Eigenpairs, eigsh
 from dynamics.curvature.operators import microbatch_mean
@@ -89,6 +90,7 @@ def preconditioned_operator(
     return lambda v: tree.mul(inv_sqrt, matvec(tree.mul(inv_sqrt, v)))
 
 
+@eager_cached(static_argnames=("k", "num_iters", "microbatch_size", "precision"))
 def preconditioned_sharpness(
     loss_fn: Callable[..., jax.Array],
     params: PyTree,

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from dynamics.curvature import tree
+from dynamics.curvature.compile import eager_cached
 
 PyTree = Any
 
@@ -116,6 +117,7 @@ def arnoldi(matvec: Callable[[PyTree], PyTree], v0: PyTree, num_iters: int):
     return hessenberg, basis
 
 
+@eager_cached(static_argnames=("k", "num_iters", "precision"))
 def step_stability(
     step_fn: Callable[..., tuple[PyTree, PyTree]],
     params: PyTree,

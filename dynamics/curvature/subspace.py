@@ -25,11 +25,13 @@ from dynamics.curvature import tree
 PyTree = Any
 
 
+@jax.jit
 def subspace_fraction(basis: PyTree, v: PyTree) -> jax.Array:
     """||V^T v||^2 / ||v||^2 for an orthonormal basis V (leading axis k on every leaf)."""
     return jnp.sum(tree.basis_dot(basis, v) ** 2) / tree.vdot(v, v)
 
 
+@jax.jit
 def subspace_overlap(basis_a: PyTree, basis_b: PyTree) -> jax.Array:
     """||V_a^T V_b||_F^2 / k for two orthonormal bases of k vectors each."""
     gram = jax.vmap(lambda b: tree.basis_dot(basis_a, b))(basis_b)

@@ -13,6 +13,9 @@ al. 2021, 2022). With a = lr lambda:
   preconditioned sharpness, lambda <= (2 + 2 b1)/((1 - b1) lr) = 38/lr at b1 = 0.9.
 * unnormalized SAM w <- w - lr grad L(w + rho grad L(w)): a (1 + rho lambda) <= 2,
   lambda <= (sqrt(1 + 8 rho/lr) - 1)/(2 rho) (Agarwala & Dauphin 2023).
+* minibatch SGD at a global minimum of a square loss: tr(H) <= 2/lr (Wu & Su 2023) and
+  ||H||_F <= O(sqrt(B)/lr) for batch size B (Wu, Wang & Su 2022; reported with constant 1); its
+  batch sharpness E_B[g_B^T H_B g_B / ||g_B||^2] hovers at GD's 2/lr (Andreyev & Beneventano 2024).
 
 Example:
   >>> momentum_threshold(0.01, 0.9)
@@ -45,3 +48,13 @@ def unnormalized_sam_threshold(learning_rate: float, rho: float) -> float:
     if rho == 0:
         return gd_threshold(learning_rate)
     return (math.sqrt(1.0 + 8.0 * rho / learning_rate) - 1.0) / (2.0 * rho)
+
+
+def sgd_trace_threshold(learning_rate: float) -> float:
+    """tr(H) <= 2/lr at a linearly stable minimum of SGD (Wu & Su 2023)."""
+    return 2.0 / learning_rate
+
+
+def sgd_frobenius_threshold(learning_rate: float, batch_size: int) -> float:
+    """sqrt(B)/lr: the scale of the O(sqrt(B)/lr) bound on ||H||_F (Wu, Wang & Su 2022)."""
+    return math.sqrt(batch_size) / learning_rate

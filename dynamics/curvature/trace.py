@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from dynamics.curvature import tree
+from dynamics.curvature.compile import eager_cached
 from dynamics.curvature.hvp import hvp
 from dynamics.curvature.operators import microbatch_mean
 
@@ -84,6 +85,14 @@ def hutch_plus_plus(matvec: Matvec, like: PyTree, key: jax.Array, num_probes: in
 ESTIMATORS = {"hutchinson": hutchinson, "hutch++": hutch_plus_plus}
 
 
+def estimator(method: str) -> Callable[..., TraceEstimate]:
+    """The estimator named ``method`` (``ValueError`` naming the valid choices otherwise)."""
+    if method not in ESTIMATORS:
+        raise ValueError(f"method must be one of {sorted(ESTIMATORS)}, got {method!r}")
+    return ESTIMATORS[method]
+
+
+@eager_cached(static_argnames=("num_probes", "method", "microbatch_size", "precision"))
 def hessian_trace(
     loss_fn: Callable[..., jax.Array],
     params: PyTree,
@@ -98,11 +107,10 @@ def hessian_trace(
 
     ``microbatch_size`` and ``precision`` as in :func:`dynamics.curvature.top_eigenpairs`.
     """
-    if method not in ESTIMATORS:
-        raise ValueError(f"method must be one of {sorted(ESTIMATORS)}, got {method!r}")
+    trace_estimator = estimator(method)
     with jax.default_matmul_precision(precision):
 
         def matvec(v):
             return microbatch_mean(lambda b: hvp(loss_fn, params, v, *b), args, microbatch_size)
 
-        return ESTIMATORS[method](matvec, params, key, num_probes)
+        return trace_estimator(matvec, params, key, num_probes)

@@ -34,6 +34,11 @@ numbers.
   -1 at the edge of stability; see :class:`dynamics.curvature.StepStability`), each with its
   threshold 1.
 
+``sharpness``, ``hessian_trace`` and ``spectral_density`` take ``blocks=`` (``"layers"``, a
+mapping of names to path patterns, or a list of patterns) and then also log the same quantity for
+the Hessian block of every parameter group, ``sharpness/Dense_0`` and so on (see
+:mod:`dynamics.train.probes.blocks`).
+
 Example (config):
   >>> import ml_collections
   >>> probes = ml_collections.ConfigDict({"sharpness": {"every": 50, "k": 2}})
@@ -53,6 +58,7 @@ from dynamics.curvature.trace import ESTIMATORS
 from dynamics.optim import registry
 from dynamics.registry import ConfigError
 from dynamics.train.probes.base import PROBES, Probe, ProbeContext
+from dynamics.train.probes.blocks import block_fn, check_blocks, run_blocks
 
 MATMUL_PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
 
@@ -74,7 +80,7 @@ def _check_k(k: int, num_iters: int) -> None:
         raise ConfigError(f"probe needs 1 <= k <= num_iters, got k={k}, num_iters={num_iters}")
 
 
-class _CurvatureProbe(Probe):
+class CurvatureProbe(Probe):
     """Shared options: the data subset, microbatching, precision and per-step randomness."""
 
     def __init__(self, every, num_examples=None, microbatch_size=None, precision="highest"):
@@ -97,7 +103,7 @@ class _CurvatureProbe(Probe):
         return {"microbatch_size": self.microbatch_size, "precision": self.precision}
 
 
-class _EigenProbe(_CurvatureProbe):
+class _EigenProbe(CurvatureProbe):
     """A probe built on top-k eigenpairs, warm-started from its previous eigenvectors.
 
     The state holds the last eigenvectors and whether there are any yet: the first call runs
@@ -164,8 +170,16 @@ class Sharpness(_EigenProbe):
         num_examples=None,
         microbatch_size=None,
         precision="highest",
+        blocks=None,
     ):
         super().__init__(every, k, num_iters, num_examples, microbatch_size, precision)
+        check_blocks(blocks)
+        self.blocks = blocks
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        options = dict(k=1, num_iters=self.num_iters, **self.operator_args())
+        self._block_fn = block_fn(self.blocks, ctx, "sharpness", options)
 
     def compute(self, ctx, params, opt_state, data, init, key):
         pairs = self.top_eigenpairs(ctx, params, data, init, key)
@@ -177,6 +191,7 @@ class Sharpness(_EigenProbe):
         threshold = registry.sharpness_threshold(ctx.config.optimizer, lr)
         if threshold is not None:
             metrics["sharpness_threshold"] = threshold
+        metrics.update(run_blocks(self, ctx, step, params))
         return metrics, state
 
 
@@ -222,7 +237,7 @@ class PreconditionedSharpness(_EigenProbe):
         return metrics, state
 
 
-class SpectralDensity(_CurvatureProbe):
+class SpectralDensity(CurvatureProbe):
     name = "spectral_density"
 
     def __init__(
@@ -236,8 +251,11 @@ class SpectralDensity(_CurvatureProbe):
         num_examples=None,
         microbatch_size=None,
         precision="highest",
+        blocks=None,
     ):
         super().__init__(every, num_examples, microbatch_size, precision)
+        check_blocks(blocks)
+        self.blocks = blocks
         self.steps = None if steps is None else sorted({int(s) for s in steps})
         self.options = dict(
             num_probes=num_probes, num_iters=num_iters, num_points=num_points, sigma=sigma
@@ -257,18 +275,22 @@ class SpectralDensity(_CurvatureProbe):
                 ctx.loss_fn, p, d, key=key, **self.options, **self.operator_args()
             )
         )
+        options = {**self.options, **self.operator_args()}
+        self._block_fn = block_fn(self.blocks, ctx, "spectral_density", options)
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
         d = jax.device_get(self._fn(params, self.data(ctx), self.key(ctx, step)))
-        return {
+        metrics = {
             "spectral_density_grid": d.grid.tolist(),
             "spectral_density": d.density.tolist(),
             "spectral_density_nodes": d.nodes.tolist(),
             "spectral_density_weights": d.weights.tolist(),
-        }, probe_state
+        }
+        metrics.update(run_blocks(self, ctx, step, params))
+        return metrics, probe_state
 
 
-class HessianTrace(_CurvatureProbe):
+class HessianTrace(CurvatureProbe):
     name = "hessian_trace"
 
     def __init__(
@@ -279,8 +301,11 @@ class HessianTrace(_CurvatureProbe):
         num_examples=None,
         microbatch_size=None,
         precision="highest",
+        blocks=None,
     ):
         super().__init__(every, num_examples, microbatch_size, precision)
+        check_blocks(blocks)
+        self.blocks = blocks
         if method not in ESTIMATORS:
             raise ConfigError(
                 f"unknown trace method {method!r}; valid choices: " + ", ".join(ESTIMATORS)
@@ -303,12 +328,14 @@ class HessianTrace(_CurvatureProbe):
                 **self.operator_args(),
             )
         )
+        options = dict(num_probes=self.num_probes, method=self.method, **self.operator_args())
+        self._block_fn = block_fn(self.blocks, ctx, "hessian_trace", options)
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
         est = self._fn(params, self.data(ctx), self.key(ctx, step))
-        return {"hessian_trace": float(est.estimate), "hessian_trace_stderr": float(est.stderr)}, (
-            probe_state
-        )
+        metrics = {"hessian_trace": float(est.estimate), "hessian_trace_stderr": float(est.stderr)}
+        metrics.update(run_blocks(self, ctx, step, params))
+        return metrics, probe_state
 
 
 class GradientOverlap(_EigenProbe):
@@ -342,7 +369,7 @@ class GradientOverlap(_EigenProbe):
         return metrics, pairs
 
 
-class StepStabilityProbe(_CurvatureProbe):
+class StepStabilityProbe(CurvatureProbe):
     name = "step_stability"
 
     def __init__(self, every, k=1, num_iters=20, num_examples=None, precision="highest"):
