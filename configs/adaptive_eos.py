@@ -69,7 +69,7 @@ def get_config(arg: str | None = None):
     preset = _presets.parse_arg(arg, PRESETS, default="adam", file=__file__)
     config = base_config()
     config.log_every = 1
-    config.eval_every = 250
+    config.probes.evaluation.every = 250
     config.checkpoint_every = 0
     config.data.name = "digits"
     config.model.name = "mlp"

@@ -39,6 +39,6 @@ def get_config(arg: str | None = None):
     config = base_config()
     config.num_steps = 500
     config.log_every = 10
-    config.eval_every = 50
+    config.probes.evaluation.every = 50
     config.checkpoint_every = 100
     return _presets.apply(config, PRESETS[preset])

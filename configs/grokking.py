@@ -42,7 +42,11 @@ FILTER = "optimizer.filter.name"
 
 
 def _cadence(every: int) -> dict:
-    return {"log_every": every, "eval_every": every, "probes.grokking": dict(every=every)}
+    return {
+        "log_every": every,
+        "probes.evaluation.every": every,
+        "probes.grokking": dict(every=every),
+    }
 
 
 _WIDTHS = dict(d_model=128, num_heads=4, d_mlp=512)  # both transformers

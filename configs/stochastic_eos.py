@@ -34,7 +34,7 @@ def get_config(arg: str | None = None):
     config.seed = 0
     config.num_steps = 5000
     config.log_every = 10
-    config.eval_every = 500
+    config.probes.evaluation.every = 500
     config.checkpoint_every = 0
     config.data.name = "synthetic"
     config.data.update(kind="random_labels", num_train=1024, num_test=0, input_dim=32)

@@ -93,7 +93,7 @@ def main():
     config = classification.get_config(args.preset)
     config.num_steps = args.steps
     config.log_every = args.log_every
-    config.eval_every = 0
+    config.probes.evaluation.every = 0
     config.checkpoint_every = 0
     config.progress = False
     config.plots = False

@@ -57,8 +57,11 @@ def base_config() -> ml_collections.ConfigDict:
       num_steps: optimizer steps to run.
       log_every: steps between records of the training metrics (loss, accuracy, grad/update/param
         norms of the last step) in ``metrics.jsonl``.
-      eval_every: steps between full-dataset train/test loss and accuracy (0: only at step 0
-        and at the end; the last step always evaluates).
+      probes.evaluation.every: steps between full-dataset train/test loss and accuracy (0: only
+        at step 0 and at the end; the last step always evaluates). The other probes are off
+        until named (``probes.<name>.every``).
+      eval_every: None, or the deprecated alias of ``probes.evaluation.every`` (it replaces it,
+        with a warning).
       checkpoint_every: steps between checkpoints (0: only at the end).
       keep_checkpoints: how many recent checkpoints to keep.
       precision: ``"float32"`` or ``"float64"`` (turns on JAX's x64 mode for the run).
@@ -84,7 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.num_steps = 1000
     c.log_every = 10
-    c.eval_every = 100
+    c.eval_every = config_dict.placeholder(int)
     c.checkpoint_every = 500
     c.keep_checkpoints = 2
     c.precision = "float32"
@@ -99,7 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.filter = ml_collections.ConfigDict({"name": config_dict.placeholder(str)})
     c.optimizer.constraint = ml_collections.ConfigDict({"name": config_dict.placeholder(str)})
 
-    c.probes = ml_collections.ConfigDict()
+    c.probes = ml_collections.ConfigDict({"evaluation": {"every": 100}})
     c.mesh = ml_collections.ConfigDict({"data": 1, "model": 1})
     c.stop = ml_collections.ConfigDict({"train_accuracy": config_dict.placeholder(float)})
     c.analysis = ml_collections.ConfigDict({"name": config_dict.placeholder(str)})
@@ -108,6 +111,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.progress = True
     c.program = "train"
     return c
+
+
+def evaluation_every(config: ml_collections.ConfigDict) -> int:
+    """Steps between full-dataset evaluations: ``probes.evaluation.every``, or its deprecated
+    alias ``eval_every`` where that is set (0: only at step 0 and at the end)."""
+    if config.get("eval_every") is not None:
+        return config.eval_every
+    return config.probes.evaluation.every if "evaluation" in config.probes else 0
 
 
 def section_kwargs(config: ml_collections.ConfigDict, path: str) -> dict:
@@ -237,8 +248,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         _check_int(config, path, 0)
     for path in ("num_steps", "log_every", "keep_checkpoints", "mesh.data", "mesh.model"):
         _check_int(config, path, 1)
-    for path in ("eval_every", "checkpoint_every"):
-        _check_int(config, path, 0)
+    _check_int(config, "checkpoint_every", 0)
+    warnings = []
+    if config.eval_every is not None:
+        _check_int(config, "eval_every", 0)
+        warnings.append(
+            f"eval_every is a deprecated alias: write probes.evaluation.every={config.eval_every}"
+        )
     if config.get("program", "train") not in PROGRAMS:
         raise ConfigError(
             f"unknown program {config.program!r}; valid choices: {', '.join(PROGRAMS)}"
@@ -256,7 +272,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _check_named(config, "optimizer.schedule", reg["schedule"])
     _check_named(config, "optimizer.filter", reg["filter"], optional=True)
     _check_named(config, "optimizer.constraint", reg["constraint"], optional=True)
-    warnings = _check_schedule(config, reg["schedule"])
+    warnings += _check_schedule(config, reg["schedule"])
 
     for name, probe in config.probes.items():
         where = f"probes.{name}"
@@ -271,7 +287,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         kwargs = _plain(probe)
         if "every" not in kwargs:
             raise ConfigError(f"{where}.every is missing: steps between two calls of the probe")
-        _check_int(config, f"{where}.every", 1)
+        _check_int(config, f"{where}.every", 0 if name == "evaluation" else 1)
         check_kwargs(fn, kwargs, where)
 
     if config.analysis.name is not None:
@@ -279,9 +295,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     target = config.stop.train_accuracy
     if target is not None and not 0 < target <= 1:
         raise ConfigError(f"stop.train_accuracy must be in (0, 1], got {target!r}")
-    if target is not None and not config.eval_every and "evaluation" not in config.probes:
+    if target is not None and not evaluation_every(config):
         raise ConfigError(
-            "stop.train_accuracy needs eval_every > 0: it reads the full-dataset train accuracy"
+            "stop.train_accuracy needs probes.evaluation.every > 0: it reads the full-dataset "
+            "train accuracy"
         )
 
     if config.tensorboard and importlib.util.find_spec("tensorboardX") is None:

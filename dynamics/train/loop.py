@@ -7,8 +7,8 @@ model that does not fit the data, a batch larger than the training set) surfaces
 
 The loop alternates a jitted chunk of optimizer steps (:func:`dynamics.train.step.make_multi_step`,
 one compilation for every chunk length) with host *events* at the steps where something must
-happen: a metrics record (``log_every``), a probe (``probes.<name>.every``; the full-dataset
-``evaluation`` probe every ``eval_every``), a checkpoint (``checkpoint_every``) and the last step.
+happen: a metrics record (``log_every``), a probe (``probes.<name>.every``, the full-dataset
+``evaluation`` probe included), a checkpoint (``checkpoint_every``) and the last step.
 At step 0 the probes run on the initial parameters. Between events nothing crosses the host.
 Each pass of the loop is: a chunk, the divergence check (found on device by the chunk), the
 record, the checkpoint, the stop (early-stopping target, SIGTERM/SIGINT). The pieces around it
@@ -56,7 +56,7 @@ from dynamics.registry import ConfigError
 from dynamics.train import checkpoint, sharding, step
 from dynamics.train import resume as resume_rules
 from dynamics.train.chrono import Chrono
-from dynamics.train.config import section_kwargs
+from dynamics.train.config import evaluation_every, section_kwargs
 from dynamics.train.interrupts import Interrupts
 from dynamics.train.outputs import RunOutputs
 from dynamics.train.probes import PROBES, Probe, ProbeContext
@@ -157,11 +157,14 @@ def build(config: ml_collections.ConfigDict) -> Run:
         probes = {
             name: PROBES.build(name, section_kwargs(config, f"probes.{name}"), f"probes.{name}")
             for name in config.probes
+            if name != "evaluation"
         }
-        if "evaluation" not in probes:
-            # eval_every = 0: only at step 0 and at the end (the last step always evaluates).
-            every = config.eval_every or config.num_steps
-            probes["evaluation"] = PROBES.build("evaluation", {"every": every})
+        # Every 0: only at step 0 and at the end (the last step always evaluates).
+        evaluation = (
+            section_kwargs(config, "probes.evaluation") if "evaluation" in config.probes else {}
+        )
+        evaluation["every"] = evaluation_every(config) or config.num_steps
+        probes["evaluation"] = PROBES.build("evaluation", evaluation, "probes.evaluation")
         for probe in probes.values():
             probe.check(config)
         _check_shapes(config, dataset, model, per_example_loss)

@@ -4,8 +4,8 @@
   over the whole split) and, for classification, ``train_accuracy``, ``test_accuracy``. With a
   ``batch_size`` the forward passes run over chunks of that many examples (``lax.map``, then the
   remainder), summed and divided by the split size, so a large split never needs all its
-  activations at once; the result is the same mean. The runner adds it with
-  ``every = eval_every`` unless the config lists it.
+  activations at once; the result is the same mean. Every run has it
+  (``probes.evaluation.every``, default 100; 0: only at step 0 and at the end).
 * ``weight_norms(every)``: ``weight_norm/<layer>/<leaf>`` = ``||W||_F`` of every parameter leaf
   (e.g. ``weight_norm/Dense_0/kernel``), to follow weight growth (e.g. under weight decay or
   softmax collapse, Prieto et al. 2025).
