@@ -186,3 +186,25 @@ def test_unknown_fields_are_named_with_the_closest_one():
         assert str(e.value) == message
     with pytest.raises(ConfigError, match=r"^sweep run 3: unknown field config.num_stepz "):
         set_field(config, "num_stepz", 1, where="sweep run 3")
+
+
+def test_evaluation_is_a_probe_and_eval_every_a_warned_alias():
+    config = base_config()
+    assert config.probes.evaluation.every == 100 and config.eval_every is None
+    assert validate(config) == []
+    assert build(config).probes["evaluation"].every == 100
+    config.probes.evaluation.every = 0  # only at step 0 and at the end (the last step)
+    validate(config)
+    assert build(config).probes["evaluation"].every == config.num_steps
+    config.eval_every = 40  # the alias replaces the probe's field, with a warning naming it
+    assert validate(config) == [
+        "eval_every is a deprecated alias: write probes.evaluation.every=40"
+    ]
+    assert build(config).probes["evaluation"].every == 40
+    config.eval_every = -1
+    with pytest.raises(ConfigError, match="eval_every must be an integer >= 0"):
+        validate(config)
+    config.eval_every = None
+    config.probes.weight_norms = dict(every=0)  # only the evaluation probe may be 0
+    with pytest.raises(ConfigError, match="probes.weight_norms.every must be an integer >= 1"):
+        validate(config)
