@@ -5,6 +5,9 @@ Every constructor is registered in ``MODELS`` as ``fn(spec: DataSpec, **kwargs) 
 * ``mlp``: fully connected network (widths, activation, bias on/off, Flax or PyTorch init).
 * ``cnn``: convolutional network on NHWC images.
 * ``transformer``: decoder-only transformer over token sequences, output at the last position.
+* ``vgg11``, ``resnet`` (``depth`` 20, 32, ...): CIFAR networks (Simonyan & Zisserman 2015;
+  He et al. 2016); ``vit``: ViT-tiny (Dosovitskiy et al. 2021).
+* ``gpt``: decoder language model, tied embeddings, logits ``[batch, T, vocab]`` at every position.
 * ``scalar_network``: ``f(x) = x * prod_i w_i`` (Kreisler et al. 2023).
 * ``quadratic``: second-order regression model, quadratic in the parameters (Agarwala et al. 2023).
 
@@ -86,6 +89,19 @@ def from_linen(module: nn.Module) -> Model:
     return Model(jax.jit(init), apply)
 
 
+def refuse_batch_norm(batch_norm: bool, model: str) -> None:
+    """Raises ConfigError for ``model.batch_norm=True``: the runner's train state holds parameters
+    only, so BatchNorm statistics (a mutable collection) could not be updated or checkpointed.
+    The linen modules themselves take ``batch_norm=True`` and ``train`` for use outside the runner.
+    """
+    if batch_norm:
+        raise ConfigError(
+            f"model.batch_norm=True: model {model!r} with BatchNorm needs mutable collections "
+            "(running statistics) in the train state, which the runner does not keep yet; "
+            "set model.batch_norm=False"
+        )
+
+
 def build_model(model_cfg: Mapping[str, Any], spec) -> Model:
     """Builds ``MODELS[model_cfg["name"]](spec, **rest)`` from a ``model`` config section."""
     if "name" not in model_cfg:
@@ -97,4 +113,14 @@ def build_model(model_cfg: Mapping[str, Any], spec) -> Model:
 
 
 # The modules register themselves in MODELS, so they are imported after it exists.
-from dynamics.models import cnn, mlp, quadratic, scalar, transformer  # noqa: E402, F401
+from dynamics.models import (  # noqa: E402, F401
+    cnn,
+    gpt,
+    mlp,
+    quadratic,
+    resnet,
+    scalar,
+    transformer,
+    vgg,
+    vit,
+)
