@@ -8,6 +8,9 @@ Every constructor is registered in ``MODELS`` as ``fn(spec: DataSpec, **kwargs) 
 * ``vgg11``, ``resnet`` (``depth`` 20, 32, ...): CIFAR networks (Simonyan & Zisserman 2015;
   He et al. 2016); ``vit``: ViT-tiny (Dosovitskiy et al. 2021).
 * ``gpt``: decoder language model, tied embeddings, logits ``[batch, T, vocab]`` at every position.
+
+Any linen module by import path, ``model.name = "my_pkg.nets:ResNet"``, with its fields as the
+other keys of ``model`` (:mod:`dynamics.models.by_path`).
 * ``scalar_network``: ``f(x) = x * prod_i w_i`` (Kreisler et al. 2023).
 * ``quadratic``: second-order regression model, quadratic in the parameters (Agarwala et al. 2023).
 
@@ -47,7 +50,13 @@ class Model(NamedTuple):
     apply: Callable[[Any, jax.Array], jax.Array]
 
 
-MODELS: Registry = Registry("model")
+def _by_path(obj, name, where):
+    from dynamics.models.by_path import from_module
+
+    return from_module(obj, name, where)
+
+
+MODELS: Registry = Registry("model", by_path=_by_path)
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": nn.tanh,
@@ -77,7 +86,14 @@ def from_linen(module: nn.Module) -> Model:
         # Flax creates float32 parameters even under x64; use the default float dtype like the
         # non-Flax models, so a float64 run is float64 throughout.
         dtype = jnp.result_type(float)
-        params = module.init(rng, x)["params"]
+        variables = module.init(rng, x)
+        others = sorted(set(variables) - {"params"})
+        if others:
+            raise ConfigError(
+                f"the model creates the collection(s) {', '.join(others)} besides params; the "
+                "train state holds parameters only (no BatchNorm statistics yet)"
+            )
+        params = variables["params"]
         return jax.tree.map(
             lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params
         )

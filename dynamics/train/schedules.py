@@ -10,6 +10,12 @@ schedule ``step -> lr``:
 * ``warmup_cosine``: ``linear_warmup`` to lr over ``warmup_steps``, then cosine decay to
   ``end_value`` at ``num_steps``.
 
+Any optax schedule by import path (``"optax:warmup_cosine_decay_schedule"``, or a user's
+function of the same kind) is wired as the registered ones: its peak parameter, the first of
+``peak_value``, ``init_value``, ``value`` that it takes, is ``optimizer.learning_rate`` (and not a
+config field); ``decay_steps``, when it takes one, defaults to ``num_steps``; its other parameters
+are the fields of ``optimizer.schedule``, checked against its signature.
+
 Example:
   >>> from dynamics.train.schedules import SCHEDULES
   >>> lr = SCHEDULES.build("warmup_cosine", dict(learning_rate=1.0, num_steps=100, warmup_steps=10))
@@ -19,11 +25,57 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from typing import Any
+
 import optax
 
-from dynamics.registry import Registry
+from dynamics.registry import ConfigError, Registry
 
-SCHEDULES: Registry = Registry("schedule")
+# The parameter of an optax schedule that optimizer.learning_rate sets, in order of preference.
+PEAK_PARAMETERS = ("peak_value", "init_value", "value")
+
+
+def schedule_by_path(obj: Any, name: str, where: str) -> Callable[..., optax.Schedule]:
+    """``build(learning_rate, num_steps, **fields)`` for the optax-style schedule ``obj``."""
+    try:
+        params = dict(inspect.signature(obj).parameters)
+    except (TypeError, ValueError):
+        params = {}
+    peak = next((p for p in PEAK_PARAMETERS if p in params), None)
+    if not callable(obj) or peak is None:
+        raise ConfigError(
+            f"{where}.name {name!r} is not a schedule constructor with a peak parameter "
+            f"({', '.join(PEAK_PARAMETERS)}), e.g. optax:warmup_cosine_decay_schedule"
+        )
+    del params[peak]
+    fields = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params.values()]
+    required = [p.name for p in fields if p.default is inspect.Parameter.empty]
+    if "decay_steps" in required:
+        required.remove("decay_steps")
+
+    def build(learning_rate, num_steps, **kwargs):
+        if "decay_steps" in params:
+            kwargs.setdefault("decay_steps", num_steps)
+        missing = [n for n in required if n not in kwargs]
+        if missing:
+            raise ConfigError(
+                f"missing field {where}.{missing[0]} for {name}; its fields: "
+                + ", ".join(p.name for p in fields)
+            )
+        return obj(**{peak: learning_rate}, **kwargs)
+
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    build.__signature__ = inspect.Signature(
+        [inspect.Parameter("learning_rate", positional), inspect.Parameter("num_steps", positional)]
+        + [p.replace(default=None) if p.name == "decay_steps" else p for p in fields]
+    )
+    build.__name__ = build.__qualname__ = getattr(obj, "__name__", name)
+    return build
+
+
+SCHEDULES: Registry = Registry("schedule", by_path=schedule_by_path)
 
 
 @SCHEDULES.register("constant")
