@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from dynamics.models import MODELS, Model, from_linen, get_activation
-from dynamics.models.transformer import Block
+from dynamics.models.transformer import Block, check_heads
 from dynamics.registry import ConfigError
 
 
@@ -88,10 +88,7 @@ def gpt(
     context = seq_len if context is None else context
     if context < seq_len:
         raise ConfigError(f"model.context = {context} is shorter than the {seq_len} tokens")
-    if d_model % num_heads:
-        raise ConfigError(
-            f"model.d_model ({d_model}) must be divisible by model.num_heads ({num_heads})"
-        )
+    check_heads(d_model, num_heads)
     module = GPT(
         spec.vocab_size,
         context,

@@ -1,4 +1,5 @@
-"""Image inputs for the convolutional and vision models: the ``(H, W, C)`` shape and NHWC layout.
+"""Image inputs for the convolutional and vision models: the ``(H, W, C)`` shape and NHWC layout,
+and the convolution (+ BatchNorm) layer the CIFAR networks share.
 
 A model over images takes either ``spec.input_shape = (H, W, C)`` as it is, or flat vectors that
 it reshapes to ``image_shape = (H, W, C)``; ``channels_first=True`` reads each flat vector as
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+import flax.linen as nn
 
 from dynamics.registry import ConfigError
 
@@ -46,3 +49,15 @@ def to_nhwc(x, shape: tuple[int, int, int], channels_first: bool):
     if channels_first:
         return x.reshape((x.shape[0], c, h, w)).transpose(0, 2, 3, 1)
     return x.reshape((x.shape[0], h, w, c))
+
+
+def conv_norm(h, features: int, train: bool, batch_norm: bool, stride: int = 1):
+    """A 3x3 SAME convolution, then BatchNorm (Ioffe & Szegedy 2015; momentum 0.9, eps 1e-5, batch
+    statistics when ``train``) if ``batch_norm``; the convolution has a bias only without it,
+    since the BatchNorm shift replaces it. Call inside a compact linen module."""
+    h = nn.Conv(
+        features, (3, 3), strides=(stride, stride), padding="SAME", use_bias=not batch_norm
+    )(h)
+    if batch_norm:
+        h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h)
+    return h

@@ -38,8 +38,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from dynamics.models import MODELS, Model, from_linen, refuse_batch_norm
+from dynamics.models.images import conv_norm, to_nhwc
 from dynamics.models.images import image_shape as _image_shape
-from dynamics.models.images import to_nhwc
 from dynamics.registry import ConfigError
 
 STAGES = (16, 32, 64)
@@ -62,15 +62,8 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        def norm(h):
-            if not self.batch_norm:
-                return h
-            return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h)
-
-        conv = dict(padding="SAME", use_bias=not self.batch_norm)
-        s = (self.stride, self.stride)
-        h = nn.relu(norm(nn.Conv(self.channels, (3, 3), strides=s, **conv)(x)))
-        h = norm(nn.Conv(self.channels, (3, 3), **conv)(h))
+        h = nn.relu(conv_norm(x, self.channels, train, self.batch_norm, self.stride))
+        h = conv_norm(h, self.channels, train, self.batch_norm)
         return nn.relu(h + _shortcut(x, self.channels, self.stride))
 
 
@@ -84,10 +77,7 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         h = to_nhwc(x, self.image_shape, self.channels_first)
-        h = nn.Conv(STAGES[0], (3, 3), padding="SAME", use_bias=not self.batch_norm)(h)
-        if self.batch_norm:
-            h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h)
-        h = nn.relu(h)
+        h = nn.relu(conv_norm(h, STAGES[0], train, self.batch_norm))
         for i, channels in enumerate(STAGES):
             for j in range(self.blocks_per_stage):
                 stride = 2 if i > 0 and j == 0 else 1

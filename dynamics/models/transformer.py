@@ -167,6 +167,14 @@ class Transformer(nn.Module):
         return _dense(self.num_outputs, self.d_model, False, self.init_style, "unembed")(h[:, -1])
 
 
+def check_heads(d_model: int, num_heads: int) -> None:
+    """Raises ConfigError unless the heads split ``d_model`` evenly."""
+    if d_model % num_heads:
+        raise ConfigError(
+            f"model.d_model ({d_model}) must be divisible by model.num_heads ({num_heads})"
+        )
+
+
 @MODELS.register("transformer")
 def transformer(
     spec,
@@ -191,10 +199,7 @@ def transformer(
             "model 'transformer' needs token inputs (data.encoding='tokens'); got inputs of "
             f"shape {tuple(spec.input_shape)} without a vocabulary"
         )
-    if d_model % num_heads:
-        raise ConfigError(
-            f"model.d_model ({d_model}) must be divisible by model.num_heads ({num_heads})"
-        )
+    check_heads(d_model, num_heads)
     num_outputs = spec.vocab_size if predict_vocab else spec.num_outputs
     return from_linen(
         Transformer(

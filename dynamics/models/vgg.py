@@ -33,8 +33,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 
 from dynamics.models import MODELS, Model, from_linen, refuse_batch_norm
+from dynamics.models.images import conv_norm, to_nhwc
 from dynamics.models.images import image_shape as _image_shape
-from dynamics.models.images import to_nhwc
 
 # Channels, with "M" for a 2x2 max pooling (Simonyan & Zisserman 2015, Table 1, column A).
 VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -54,10 +54,7 @@ class VGG(nn.Module):
             if layer == "M":
                 h = nn.max_pool(h, (2, 2), strides=(2, 2))
                 continue
-            h = nn.Conv(layer, (3, 3), padding="SAME", use_bias=not self.batch_norm)(h)
-            if self.batch_norm:
-                h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h)
-            h = nn.relu(h)
+            h = nn.relu(conv_norm(h, layer, train, self.batch_norm))
         h = h.reshape((h.shape[0], -1))
         return nn.Dense(self.num_outputs)(h)
 

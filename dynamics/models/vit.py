@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from dynamics.models import MODELS, Model, from_linen, get_activation
 from dynamics.models.images import image_shape as _image_shape
 from dynamics.models.images import to_nhwc
-from dynamics.models.transformer import Block
+from dynamics.models.transformer import Block, check_heads
 from dynamics.registry import ConfigError
 
 POOLS = ("cls", "mean")
@@ -99,10 +99,7 @@ def vit(
         raise ConfigError(
             f"model.patch_size = {patch_size} must divide the image size {shape[0]}x{shape[1]}"
         )
-    if d_model % num_heads:
-        raise ConfigError(
-            f"model.d_model ({d_model}) must be divisible by model.num_heads ({num_heads})"
-        )
+    check_heads(d_model, num_heads)
     module = ViT(
         spec.num_outputs,
         shape,
