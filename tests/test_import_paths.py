@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from dynamics.data import DataSpec
 from dynamics.models import MODELS, build_model
@@ -95,3 +96,40 @@ def test_linen_module_by_path_gets_its_fields_and_the_dataset_sizes():
         bn.init(jax.random.key(0), jnp.zeros((1, 3)))
     with pytest.raises(ConfigError, match="or an import path module:attribute"):
         MODELS.get("resnet50", where="model")
+
+
+class NnxMLP(nnx.Module):
+    def __init__(self, din: int, num_outputs: int, width: int = 8, *, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(din, width, rngs=rngs)
+        self.out = nnx.Linear(width, num_outputs, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jnp.tanh(self.hidden(x)))
+
+
+class NnxBatchNorm(nnx.Module):
+    def __init__(self, din: int, *, rngs: nnx.Rngs):
+        self.bn = nnx.BatchNorm(din, rngs=rngs)
+
+    def __call__(self, x):
+        return self.bn(x)
+
+
+def test_nnx_module_by_path_is_a_pure_function_of_its_param_dict():
+    spec = DataSpec((4,), "float32", 3)
+    model = build_model({"name": f"{__name__}:NnxMLP", "din": 4, "width": 5}, spec)
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    params = model.init(jax.random.key(0), x)
+    assert type(params) is dict and params["hidden"]["kernel"].shape == (4, 5)
+    assert params["out"]["kernel"].shape == (5, 3)  # num_outputs from the spec
+    p = jax.tree.map(np.asarray, params)
+    h = np.tanh(x @ p["hidden"]["kernel"] + p["hidden"]["bias"])
+    expected = h @ p["out"]["kernel"] + p["out"]["bias"]
+    np.testing.assert_allclose(jax.jit(model.apply)(params, x), expected, rtol=1e-5, atol=1e-6)
+    # Another seed, other parameters; the same graph.
+    other = model.init(jax.random.key(1), x)
+    assert not np.allclose(other["hidden"]["kernel"], params["hidden"]["kernel"])
+    with pytest.raises(ConfigError, match="missing field model.din for .*NnxMLP"):
+        build_model({"name": f"{__name__}:NnxMLP"}, spec)
+    with pytest.raises(ConfigError, match=r"holds state besides nnx.Param \(BatchStat\)"):
+        build_model({"name": f"{__name__}:NnxBatchNorm", "din": 4}, spec)

@@ -8,11 +8,11 @@ Every constructor is registered in ``MODELS`` as ``fn(spec: DataSpec, **kwargs) 
 * ``vgg11``, ``resnet`` (``depth`` 20, 32, ...): CIFAR networks (Simonyan & Zisserman 2015;
   He et al. 2016); ``vit``: ViT-tiny (Dosovitskiy et al. 2021).
 * ``gpt``: decoder language model, tied embeddings, logits ``[batch, T, vocab]`` at every position.
-
-Any linen module by import path, ``model.name = "my_pkg.nets:ResNet"``, with its fields as the
-other keys of ``model`` (:mod:`dynamics.models.by_path`).
 * ``scalar_network``: ``f(x) = x * prod_i w_i`` (Kreisler et al. 2023).
 * ``quadratic``: second-order regression model, quadratic in the parameters (Agarwala et al. 2023).
+
+Any linen or nnx module by import path, ``model.name = "my_pkg.nets:ResNet"``, with its fields
+as the other keys of ``model`` (:mod:`dynamics.models.by_path`).
 
 Flax linen modules are used inside; outside, ``init(rng, x) -> params`` returns the plain dict
 under ``"params"`` and ``apply(params, x) -> [batch, num_outputs]`` is pure. Parameters keep Flax's
