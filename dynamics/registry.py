@@ -4,10 +4,16 @@ Every pluggable piece (optimizers, gradient filters, models, datasets, losses, s
 lives in a :class:`Registry`. Configs name pieces by string; a wrong name or a keyword the
 constructor does not take raises :class:`ConfigError` with a message that names the field and the
 valid choices, which ``experiments.run`` prints as one line before exiting with code 2.
+
+A registry made with ``by_path`` also accepts an import path ``"package.module:attribute"``
+(``"optax:lion"``, ``"my_pkg.nets:ResNet"``): :func:`import_path` imports the attribute and
+``by_path(obj, name, where)`` turns it into a constructor with the registry's calling convention
+and a signature that :func:`check_kwargs` validates like a registered entry's.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
@@ -47,6 +53,33 @@ def check_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any], where: str) 
         )
 
 
+def is_import_path(name: str) -> bool:
+    """Whether a config name is ``"module:attribute"`` rather than a registered name."""
+    return isinstance(name, str) and ":" in name
+
+
+def import_path(name: str, where: str) -> Any:
+    """The object ``module:attribute`` names (``attribute`` may be dotted), or ConfigError.
+
+    Example:
+      >>> import_path("optax:lion", "optimizer").__name__
+      'lion'
+    """
+    module_name, _, attribute = name.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"cannot import {where}.name {name!r}: {e}") from e
+    for part in attribute.split("."):
+        if not part or not hasattr(obj, part):
+            raise ConfigError(
+                f"cannot import {where}.name {name!r}: module {module_name!r} has no "
+                f"attribute {attribute!r}"
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
 class Registry(Generic[T]):
     """A mapping from names to constructors of one kind of thing.
 
@@ -59,9 +92,10 @@ class Registry(Generic[T]):
       (8, 8)
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, by_path: Callable[[Any, str, str], T] | None = None):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._by_path = by_path
 
     def register(self, name: str, fn: T | None = None):
         """Registers ``fn`` under ``name``; usable as ``@REG.register("name")``."""
@@ -82,10 +116,13 @@ class Registry(Generic[T]):
 
     def get(self, name: str, where: str | None = None) -> T:
         """Returns the constructor ``name`` or raises ConfigError naming the valid choices."""
+        if self._by_path is not None and is_import_path(name):
+            return self._by_path(import_path(name, where or self.kind), name, where or self.kind)
         if name not in self._entries:
             field = f"{where}.name" if where else self.kind
             raise ConfigError(
                 f"unknown {self.kind} {name!r} in {field}; valid choices: {_choices(self._entries)}"
+                + (" or an import path module:attribute" if self._by_path else "")
             )
         return self._entries[name]
 

@@ -5,8 +5,14 @@ Every constructor is registered in ``MODELS`` as ``fn(spec: DataSpec, **kwargs) 
 * ``mlp``: fully connected network (widths, activation, bias on/off, Flax or PyTorch init).
 * ``cnn``: convolutional network on NHWC images.
 * ``transformer``: decoder-only transformer over token sequences, output at the last position.
+* ``vgg11``, ``resnet`` (``depth`` 20, 32, ...): CIFAR networks (Simonyan & Zisserman 2015;
+  He et al. 2016); ``vit``: ViT-tiny (Dosovitskiy et al. 2021).
+* ``gpt``: decoder language model, tied embeddings, logits ``[batch, T, vocab]`` at every position.
 * ``scalar_network``: ``f(x) = x * prod_i w_i`` (Kreisler et al. 2023).
 * ``quadratic``: second-order regression model, quadratic in the parameters (Agarwala et al. 2023).
+
+Any linen or nnx module by import path, ``model.name = "my_pkg.nets:ResNet"``, with its fields
+as the other keys of ``model`` (:mod:`dynamics.models.by_path`).
 
 Flax linen modules are used inside; outside, ``init(rng, x) -> params`` returns the plain dict
 under ``"params"`` and ``apply(params, x) -> [batch, num_outputs]`` is pure. Parameters keep Flax's
@@ -44,7 +50,13 @@ class Model(NamedTuple):
     apply: Callable[[Any, jax.Array], jax.Array]
 
 
-MODELS: Registry = Registry("model")
+def _by_path(obj, name, where):
+    from dynamics.models.by_path import from_module
+
+    return from_module(obj, name, where)
+
+
+MODELS: Registry = Registry("model", by_path=_by_path)
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": nn.tanh,
@@ -74,7 +86,14 @@ def from_linen(module: nn.Module) -> Model:
         # Flax creates float32 parameters even under x64; use the default float dtype like the
         # non-Flax models, so a float64 run is float64 throughout.
         dtype = jnp.result_type(float)
-        params = module.init(rng, x)["params"]
+        variables = module.init(rng, x)
+        others = sorted(set(variables) - {"params"})
+        if others:
+            raise ConfigError(
+                f"the model creates the collection(s) {', '.join(others)} besides params; the "
+                "train state holds parameters only (no BatchNorm statistics yet)"
+            )
+        params = variables["params"]
         return jax.tree.map(
             lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params
         )
@@ -84,6 +103,19 @@ def from_linen(module: nn.Module) -> Model:
 
     # One compiled initializer instead of hundreds of op-by-op dispatches.
     return Model(jax.jit(init), apply)
+
+
+def refuse_batch_norm(batch_norm: bool, model: str) -> None:
+    """Raises ConfigError for ``model.batch_norm=True``: the runner's train state holds parameters
+    only, so BatchNorm statistics (a mutable collection) could not be updated or checkpointed.
+    The linen modules themselves take ``batch_norm=True`` and ``train`` for use outside the runner.
+    """
+    if batch_norm:
+        raise ConfigError(
+            f"model.batch_norm=True: model {model!r} with BatchNorm needs mutable collections "
+            "(running statistics) in the train state, which the runner does not keep yet; "
+            "set model.batch_norm=False"
+        )
 
 
 def build_model(model_cfg: Mapping[str, Any], spec) -> Model:
@@ -97,4 +129,14 @@ def build_model(model_cfg: Mapping[str, Any], spec) -> Model:
 
 
 # The modules register themselves in MODELS, so they are imported after it exists.
-from dynamics.models import cnn, mlp, quadratic, scalar, transformer  # noqa: E402, F401
+from dynamics.models import (  # noqa: E402, F401
+    cnn,
+    gpt,
+    mlp,
+    quadratic,
+    resnet,
+    scalar,
+    transformer,
+    vgg,
+    vit,
+)

@@ -4,9 +4,8 @@ Each block is ``act(conv_kxk(h))`` followed by 2x2 pooling (``pool="avg"`` or ``
 keeps the resolution, SAME padding throughout). The feature map is flattened into ``dense``
 hidden layers and a linear layer of ``spec.num_outputs`` units.
 
-Inputs whose ``spec.input_shape`` is already ``(H, W, C)`` are used as they are. Flat inputs are
-reshaped to ``image_shape = (H, W, C)``; ``channels_first=True`` reads each flat vector as
-``(C, H, W)`` first, the layout of CIFAR-10's 3,072-vectors.
+Inputs are images ``(H, W, C)`` or flat vectors read as ``image_shape`` (``channels_first`` for
+CIFAR-10's channel-major 3,072-vectors), as in :mod:`dynamics.models.images`.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -20,13 +19,14 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 
 from dynamics.models import MODELS, Model, from_linen, get_activation
+from dynamics.models.images import image_shape as _image_shape
+from dynamics.models.images import to_nhwc
 from dynamics.registry import ConfigError
 
 POOLS = ("avg", "max", "none")
@@ -44,11 +44,7 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h_, w_, c_ = self.image_shape
-        if self.channels_first:
-            h = x.reshape((x.shape[0], c_, h_, w_)).transpose(0, 2, 3, 1)
-        else:
-            h = x.reshape((x.shape[0], h_, w_, c_))
+        h = to_nhwc(x, self.image_shape, self.channels_first)
         for c in self.channels:
             h = self.act(nn.Conv(c, (self.kernel_size, self.kernel_size), padding="SAME")(h))
             if self.pool == "avg":
@@ -75,19 +71,7 @@ def cnn(
     """A CNN over images of ``spec.input_shape`` or ``image_shape`` (see the module doc)."""
     if pool not in POOLS:
         raise ConfigError(f"unknown model.pool {pool!r}; valid choices: {', '.join(POOLS)}")
-    if image_shape is None:
-        if len(spec.input_shape) != 3:
-            raise ConfigError(
-                f"model.image_shape is required for inputs of shape {tuple(spec.input_shape)}; "
-                "give (H, W, C) or use image inputs (data.flatten=False)"
-            )
-        image_shape = spec.input_shape
-    image_shape = tuple(int(d) for d in image_shape)
-    if len(image_shape) != 3 or math.prod(image_shape) != math.prod(spec.input_shape):
-        raise ConfigError(
-            f"model.image_shape {image_shape} must be (H, W, C) with "
-            f"{math.prod(spec.input_shape)} entries"
-        )
+    image_shape = _image_shape(spec, image_shape, "cnn")
     return from_linen(
         CNN(
             tuple(channels),

@@ -15,7 +15,8 @@ Block variants (``layer_norm``):
 
 Attention: ``softmax(q k^T / sqrt(d_head) + causal mask) v`` per head, with separate ``query``,
 ``key``, ``value`` and ``out`` Dense layers (kernels ``(d_model, d_model)``, Flax ``(in, out)``).
-The causal mask means position ``t`` only reads positions ``<= t``.
+The causal mask means position ``t`` only reads positions ``<= t``; ``causal=False`` on
+:class:`Block` drops it, for the encoder of :mod:`dynamics.models.vit`.
 
 Initialization (``init``):
 
@@ -72,6 +73,7 @@ class CausalSelfAttention(nn.Module):
     num_heads: int
     use_bias: bool
     init_style: str
+    causal: bool = True
 
     @nn.compact
     def __call__(self, h):
@@ -86,8 +88,9 @@ class CausalSelfAttention(nn.Module):
             for n in ("query", "key", "value")
         )
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(hd).astype(h.dtype)
-        causal = jnp.tril(jnp.ones((t, t), bool))
-        logits = jnp.where(causal, logits, jnp.finfo(logits.dtype).min)
+        if self.causal:
+            mask = jnp.tril(jnp.ones((t, t), bool))
+            logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
         o = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v).reshape(b, t, d)
         return _dense(d, d, self.use_bias, self.init_style, "out", zero_bias=True)(o)
 
@@ -99,11 +102,14 @@ class Block(nn.Module):
     act: Callable[[jax.Array], jax.Array]
     use_bias: bool
     init_style: str
+    causal: bool = True
 
     @nn.compact
     def __call__(self, h):
         d = h.shape[-1]
-        attn = CausalSelfAttention(self.num_heads, self.use_bias, self.init_style, name="attn")
+        attn = CausalSelfAttention(
+            self.num_heads, self.use_bias, self.init_style, self.causal, name="attn"
+        )
 
         def mlp(z):
             z = self.act(_dense(self.d_mlp, d, self.use_bias, self.init_style, "mlp_in")(z))
@@ -161,6 +167,14 @@ class Transformer(nn.Module):
         return _dense(self.num_outputs, self.d_model, False, self.init_style, "unembed")(h[:, -1])
 
 
+def check_heads(d_model: int, num_heads: int) -> None:
+    """Raises ConfigError unless the heads split ``d_model`` evenly."""
+    if d_model % num_heads:
+        raise ConfigError(
+            f"model.d_model ({d_model}) must be divisible by model.num_heads ({num_heads})"
+        )
+
+
 @MODELS.register("transformer")
 def transformer(
     spec,
@@ -185,10 +199,7 @@ def transformer(
             "model 'transformer' needs token inputs (data.encoding='tokens'); got inputs of "
             f"shape {tuple(spec.input_shape)} without a vocabulary"
         )
-    if d_model % num_heads:
-        raise ConfigError(
-            f"model.d_model ({d_model}) must be divisible by model.num_heads ({num_heads})"
-        )
+    check_heads(d_model, num_heads)
     num_outputs = spec.vocab_size if predict_vocab else spec.num_outputs
     return from_linen(
         Transformer(

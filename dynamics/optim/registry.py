@@ -28,7 +28,12 @@ Each row of :data:`TABLE` is a :class:`Component`: the constructor and its metad
 (``{"name": ..., **kwargs, "filter": {...}, "constraint": {...}}``), so the probes and the
 analyses never re-derive an optimizer from its name. The registries ``OPTIMIZERS``,
 ``FILTERS`` and ``CONSTRAINTS`` (:class:`dynamics.registry.Registry`, with their one-line config
-errors) are built from the table. This is the one module of :mod:`dynamics.optim` that knows
+errors) are built from the table, and also take any optax-style alias by import path
+(``"optax:lion"``, ``"optax.contrib:schedule_free_adamw"``, ``"my_pkg.rules:my_rule"``): a
+function with a ``learning_rate`` parameter returning a ``GradientTransformation``, called as the
+registered ones (the schedule as ``learning_rate``, the other fields as keywords checked against
+its signature). Such a rule has no table row: no known threshold and no preconditioner reader.
+This is the one module of :mod:`dynamics.optim` that knows
 about names and configs; the rules themselves depend on jax, optax and chex only, and config
 names are resolved here (``optimizer.base`` of the sharpness-aware entries).
 
@@ -42,6 +47,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -262,14 +268,39 @@ TABLE: dict[str, dict[str, Component]] = {
 }
 
 
-def _registry(kind: str, label: str) -> Registry:
-    registry = Registry(label)
+def optimizer_by_path(obj: Any, name: str, where: str) -> Callable[..., Any]:
+    """The constructor of the optax-style alias ``obj`` an import path ``name`` names."""
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if not callable(obj) or "learning_rate" not in params:
+        raise ConfigError(
+            f"{where}.name {name!r} is not an optimizer alias taking learning_rate "
+            "(e.g. optax:adamw, optax:lion, optax.contrib:schedule_free_adamw)"
+        )
+
+    @functools.wraps(obj)
+    def build(*args, **kwargs):
+        tx = obj(*args, **kwargs)
+        if not isinstance(tx, optax.GradientTransformation):
+            raise ConfigError(
+                f"{where}.name {name!r} returned {type(tx).__name__}, not an optax "
+                "GradientTransformation"
+            )
+        return tx
+
+    return build
+
+
+def _registry(kind: str, label: str, by_path=None) -> Registry:
+    registry = Registry(label, by_path=by_path)
     for name, component in TABLE[kind].items():
         registry.register(name, component.build)
     return registry
 
 
-OPTIMIZERS: Registry = _registry("optimizer", "optimizer")
+OPTIMIZERS: Registry = _registry("optimizer", "optimizer", by_path=optimizer_by_path)
 FILTERS: Registry = _registry("filter", "gradient filter")
 CONSTRAINTS: Registry = _registry("constraint", "constraint")
 
@@ -315,8 +346,8 @@ def sharpness_threshold(optimizer: Mapping[str, Any], learning_rate: float) -> f
             return None
         f_kwargs = with_defaults(component.build, filter_entry[1])
         return component.sharpness_threshold(f_kwargs, learning_rate, (name, kwargs))
-    component = TABLE["optimizer"][name]
-    if component.sharpness_threshold is None:
+    component = TABLE["optimizer"].get(name)  # None for a rule named by import path
+    if component is None or component.sharpness_threshold is None:
         return None
     return component.sharpness_threshold(with_defaults(component.build, kwargs), learning_rate)
 
@@ -324,8 +355,8 @@ def sharpness_threshold(optimizer: Mapping[str, Any], learning_rate: float) -> f
 def preconditioner(optimizer: Mapping[str, Any]) -> Preconditioner | None:
     """The preconditioner reader of an optimizer section's rule, None for a rule without one."""
     name, kwargs = _entry(optimizer)
-    component = TABLE["optimizer"][name]
-    if component.preconditioner is None:
+    component = TABLE["optimizer"].get(name)
+    if component is None or component.preconditioner is None:
         return None
     return component.preconditioner(with_defaults(component.build, kwargs))
 

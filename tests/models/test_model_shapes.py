@@ -41,6 +41,15 @@ CASES = [
         },
         DataSpec((4,), "int32", 7, vocab_size=9),
     ),
+    ({"name": "vgg11"}, DataSpec((32, 32, 3), "float32", 10)),
+    (
+        {"name": "resnet", "depth": 32, "image_shape": (32, 32, 3), "channels_first": True},
+        DataSpec((3072,), "float32", 10),
+    ),
+    (
+        {"name": "vit", "num_layers": 1, "d_model": 16, "num_heads": 2, "pool": "mean"},
+        DataSpec((8, 8, 3), "float32", 4),
+    ),
     ({"name": "scalar_network", "depth": 3}, DataSpec((1,), "float32", 1)),
     ({"name": "quadratic", "num_params": 12}, DataSpec((5,), "float32", 2)),
 ]
@@ -57,7 +66,7 @@ def test_shapes_and_plain_params(cfg, spec):
     assert out.shape == (3, expected) and out.dtype == jnp.float32
     assert type(params) is dict and "params" not in params
     names = {p[-1].key for p, _ in jax.tree_util.tree_leaves_with_path(params)}
-    if cfg["name"] in ("mlp", "cnn", "transformer"):
+    if cfg["name"] in ("mlp", "cnn", "transformer", "vgg11", "resnet"):
         assert names <= {"kernel", "bias", "embedding", "scale"}
         assert ("bias" in names) == cfg.get("use_bias", True)
 
@@ -92,8 +101,8 @@ def test_cnn_channels_first_reads_channel_major_vectors():
 
 def test_config_errors():
     spec = DataSpec((6,), "float32", 3)
-    with pytest.raises(ConfigError, match="valid choices: cnn, mlp, quadratic"):
-        build_model({"name": "resnet"}, spec)
+    with pytest.raises(ConfigError, match="valid choices: cnn, gpt, mlp, quadratic, resnet"):
+        build_model({"name": "resnet18"}, spec)
     with pytest.raises(ConfigError, match="unknown field model.depth"):
         build_model({"name": "mlp", "depth": 3}, spec)
     with pytest.raises(ConfigError, match="model.activation"):
@@ -104,4 +113,7 @@ def test_config_errors():
         build_model({"name": "transformer"}, spec)
     with pytest.raises(ConfigError, match="num_outputs"):
         build_model({"name": "scalar_network"}, spec)
-    assert set(MODELS.names()) == {"cnn", "mlp", "quadratic", "scalar_network", "transformer"}
+    assert set(MODELS.names()) == {
+        *("cnn", "gpt", "mlp", "quadratic", "resnet", "scalar_network", "transformer"),
+        *("vgg11", "vit"),
+    }

@@ -14,6 +14,9 @@ basis) or whose core path starts late (a refresh period, a warm-up) would otherw
 comparing zeros or a fallback. ``TEST_KWARGS`` sets what makes each rule's core path run within
 those steps.
 
+A sample of optax optimizers named by import path (``BY_PATH``) runs through the same checks, as
+a config's ``optimizer.name = "optax:lion"`` would build them.
+
 Filters are tested chained before SGD, constraints chained after Adam. A row added to the table
 (``dynamics.optim.registry.TABLE``) is picked up here automatically, and its ``extra_args`` are
 checked against what its ``update`` needs; if its core path does not run within ``STEPS``
@@ -77,8 +80,12 @@ LEARNING_RATES = {
     ("optimizer", "adago"): 0.2,
 }
 
+# optax rules by import path: sign momentum, schedule-free, a belief-based Adam, trust ratios.
+BY_PATH = ("optax:lion", "optax.contrib:schedule_free_adamw", "optax:adabelief", "optax:lamb")
+
 CASES = (
     [("optimizer", n) for n in OPTIMIZERS.names()]
+    + [("optimizer", n) for n in BY_PATH]
     + [("filter", n) for n in FILTERS.names()]
     + [("constraint", n) for n in CONSTRAINTS.names()]
 )
@@ -389,7 +396,8 @@ def test_declared_extra_args(kind, name):
     params = init_mlp()
     state = tx.init(params)
     grads = grad_mlp(params)
-    if "grad_fn" in TABLE[kind][name].extra_args:
+    row = TABLE[kind].get(name)  # None for a rule by import path: it reads no extra argument
+    if row is not None and "grad_fn" in row.extra_args:
         with pytest.raises(ValueError, match="grad_fn"):
             tx.update(grads, state, params)
     else:
