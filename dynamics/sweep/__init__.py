@@ -5,7 +5,8 @@
 * :mod:`~dynamics.sweep.naming`: run directory names from overrides.
 * :mod:`~dynamics.sweep.manifest`: ``sweep.json`` and what a re-run does with each run.
 * :mod:`~dynamics.sweep.launch`: loading and checking a sweep, the runner's command lines.
-* :mod:`~dynamics.sweep.local`, :mod:`~dynamics.sweep.slurm`: the executors.
+* :mod:`~dynamics.sweep.local`, :mod:`~dynamics.sweep.slurm`: the executors;
+  :mod:`~dynamics.sweep.requeue`: the Slurm task that requeues a preempted run with ``--resume``.
 * :mod:`~dynamics.sweep.results`: the table, ``results.csv`` and the plot.
 
 The command line is ``python -m experiments.sweep`` (see ``experiments/sweep.py``).

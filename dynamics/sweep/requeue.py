@@ -82,7 +82,10 @@ class RunnerTask(submitit.helpers.Checkpointable):
         sig = _preempt_signal()
         # Ignored dispositions survive exec: the runner does not die of submitit's signal.
         self._proc = popen(argv, cwd, log, preexec_fn=lambda: signal.signal(sig, signal.SIG_IGN))
-        code = self._proc.wait()
+        # Polled, not ``wait()``ed: a blocking wait holds the Popen's lock, and submitit's handler
+        # (which calls ``checkpoint``, which waits for the runner) runs in this thread.
+        while (code := self._proc.poll()) is None:
+            time.sleep(0.5)
         if code in STOPPED and os.environ.get("SLURM_PROCID", "0") == "0" and _job_running():
             os.kill(os.getpid(), sig)  # submitit's handler: checkpoint(), requeue, exit
             time.sleep(60)  # not reached unless the handler could not requeue

@@ -104,26 +104,42 @@ def test_sweep_on_slurm(cluster, tmp_path):
         assert f"{name}: running" in proc.stdout and f"{name}: completed" in proc.stdout
 
 
-def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(cluster, tmp_path):
-    """``scancel --signal=TERM`` (what a preemption sends) stops the runner; the job requeues
-    itself, the requeued job runs the runner with ``--resume``, and the metrics are those of an
-    uninterrupted run."""
+LONG = ["--config.num_steps=20000", "--config.checkpoint_every=500", "--config.log_every=100"]
+LONG += ["--config.eval_every=1000", "--config.plots=False"]
+ONE = "--config=tests/sweep/tiny_config.py:one"
+
+
+def slurm_env(cluster):
     env = dict(os.environ, SLURM_CONF=str(cluster), JAX_PLATFORMS="cpu")
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-    config = "--config=tests/sweep/tiny_config.py:one"
-    long = ["--config.num_steps=20000", "--config.checkpoint_every=500"]
-    long += ["--config.log_every=100", "--config.eval_every=1000", "--config.plots=False"]
-    reference = tmp_path / "reference"
+    return env
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cluster, tmp_path_factory):
+    """The metrics of the requeue test's run without an interruption."""
+    workdir = tmp_path_factory.mktemp("reference") / "run"
     ref = subprocess.run(
-        [sys.executable, "-m", "experiments.run", config, *long,
-         "--config.optimizer.learning_rate=0.1", f"--workdir={reference}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "experiments.run", ONE, *LONG,
+         "--config.optimizer.learning_rate=0.1", f"--workdir={workdir}"],
+        cwd=REPO, env=slurm_env(cluster), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert ref.returncode == 0, ref.stderr[-3000:]
+    return read_records(workdir / "metrics.jsonl")
 
+
+@pytest.mark.parametrize("signal_name", ["TERM", "USR2"])
+def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(
+    cluster, uninterrupted, tmp_path, signal_name
+):
+    """``scancel --signal=TERM`` (what a preemption sends to the job's processes) stops the runner
+    directly; ``--signal=USR2`` (submitit's signal before the time limit) reaches the task, whose
+    ``checkpoint()`` stops the runner. Either way the job requeues itself, the requeued job runs
+    the runner with ``--resume``, and the metrics are those of an uninterrupted run."""
+    env = slurm_env(cluster)
     sweep_dir = tmp_path / "sweep"
-    argv = [sys.executable, "-m", "experiments.sweep", config, f"--sweep_dir={sweep_dir}"]
-    argv += ["--executor=slurm", "--poll=1", "--time_min=10", "--cpus_per_task=1", *long]
+    argv = [sys.executable, "-m", "experiments.sweep", ONE, f"--sweep_dir={sweep_dir}"]
+    argv += ["--executor=slurm", "--poll=1", "--time_min=10", "--cpus_per_task=1", *LONG]
     sweep = subprocess.Popen(
         argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -135,7 +151,8 @@ def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(cluster, tm
         if records and records[-1]["step"] >= 2000:
             job_id = manifest.load(sweep_dir).runs[0].job_id
             signalled_at = records[-1]["step"]
-            subprocess.run(["scancel", "--signal=TERM", job_id], env=env, check=True, timeout=60)
+            scancel = ["scancel", f"--signal={signal_name}", job_id]
+            subprocess.run(scancel, env=env, check=True, timeout=60)
             break
         time.sleep(0.05)
     assert signalled_at is not None and signalled_at < 20000, "the run ended before the signal"
@@ -153,4 +170,4 @@ def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(cluster, tm
     assert len(commands) == 2 and "--resume" not in commands[0] and "--resume" in commands[1]
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "completed" and 500 <= summary["resumed_from"] <= signalled_at
-    assert read_records(workdir / "metrics.jsonl") == read_records(reference / "metrics.jsonl")
+    assert read_records(workdir / "metrics.jsonl") == uninterrupted
