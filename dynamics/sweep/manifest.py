@@ -124,17 +124,26 @@ def last_line(log: str | os.PathLike, limit: int = 300) -> str | None:
     return line if line is None or len(line) <= limit else line[: limit - 3] + "..."
 
 
+# The runner's exit codes after it checkpointed on SIGTERM / SIGINT (128 + the signal number).
+INTERRUPTED_CODES = (143, 130)
+
+
 def finish(run: Run, returncode: int | None, log: str | os.PathLike | None = None) -> Run:
     """Records the end of a run's process; returns ``run``.
 
-    The status is the summary's if the run wrote one, else ``failed`` for a known exit code, else
-    (the process vanished: killed, timed out, preempted) ``interrupted``, which a re-run resumes.
-    A failed run's ``reason`` is the last line of its ``log`` (the runner's one-line error, or the
-    last line of a traceback).
+    The status is the summary's if the run wrote a final one, else ``interrupted`` when the runner
+    stopped on SIGTERM/SIGINT with its checkpoint written (exit 143 / 130 and an ``interrupted``
+    summary) or the process vanished (killed, timed out, preempted), both of which a re-run
+    resumes, else ``failed`` for any other exit code. A failed run's ``reason`` is the last line
+    of its ``log`` (the runner's one-line error, or the last line of a traceback).
     """
     run.returncode = returncode
     refresh(run)
-    if run.status not in FINAL and returncode is not None:
+    stopped = (
+        returncode in INTERRUPTED_CODES
+        and (read_summary(run.workdir) or {}).get("status") == "interrupted"
+    )
+    if run.status not in FINAL and returncode is not None and not stopped:
         run.status = "failed"
     if run.status == "failed" and log is not None:
         run.reason = last_line(log) or last_line(f"{log}.0")

@@ -131,6 +131,13 @@ def test_finish(tmp_path):
     run = _run(tmp_path, name="seed=2", status="running")
     _summary(run, status="diverged", final_loss=float("inf"))
     assert manifest.finish(run, 1).status == "diverged"
+    # Stopped by SIGTERM / SIGINT with a checkpoint (exit 143 / 130, summary "interrupted"):
+    # resumed next time; the same summary with any other exit code (a refused resume) failed.
+    for code, status in [(143, "interrupted"), (130, "interrupted"), (2, "failed")]:
+        run = _run(tmp_path, name=f"seed={code}", status="running")
+        _summary(run, status="interrupted", step=40)
+        assert manifest.finish(run, code).status == status
+        assert manifest.action(run, retry_failed=False) == ("resume" if code != 2 else "skip")
 
 
 def _swept_manifest(tmp_path):
