@@ -152,9 +152,10 @@ def main(argv: list[str]) -> int:
 
     from dynamics.registry import ConfigError
     from dynamics.train import config_file, resume
+    from dynamics.train.build import build
     from dynamics.train.config import validate
     from dynamics.train.distributed import maybe_initialize
-    from dynamics.train.loop import build, train
+    from dynamics.train.loop import train
 
     try:
         _, config = config_file.load(_CONFIG.value)

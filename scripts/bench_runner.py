@@ -37,7 +37,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # for conf
 
 from configs import classification  # noqa: E402
 from dynamics.data.batching import batch_indices, get_batch  # noqa: E402
-from dynamics.train.loop import build, train  # noqa: E402
+from dynamics.train.build import build  # noqa: E402
+from dynamics.train.loop import train  # noqa: E402
 
 
 def bare_loop(run, steps: int) -> tuple[float, float]:

@@ -241,7 +241,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     warm-up, or a warm-up from above the peak, is a warning: a short trial of a long run means
     it), and that the mesh fits the devices and divides the batch.
     Dataset-dependent shapes (batch larger than the training set) are checked when the dataset is
-    built (:func:`dynamics.train.loop.build`).
+    built (:func:`dynamics.train.build.build`).
     """
     reg = registries()
     for path in ("seed",):

@@ -1,9 +1,7 @@
-"""The training loop: build every piece from a config, then train with events between chunks.
+"""The training loop: train a built run with events between chunks.
 
-:func:`build` turns a validated config into a :class:`Run` (dataset, model, loss, optimizer,
-probes) without compiling anything, so every remaining config error (a dataset file missing, a
-model that does not fit the data, a batch larger than the training set) surfaces as a
-:class:`dynamics.registry.ConfigError` before a run directory exists. :func:`train` runs it.
+:func:`train` runs a :class:`dynamics.train.build.Run` (from :func:`dynamics.train.build.build`,
+which checks everything a config can get wrong before a run directory exists).
 
 The loop alternates a jitted chunk of optimizer steps (:func:`dynamics.train.step.make_multi_step`,
 one compilation for every chunk length) with host *events* at the steps where something must
@@ -26,7 +24,8 @@ Example:
   >>> from dynamics.train.config import base_config, validate
   >>> config = base_config()
   >>> config.num_steps = 100
-  >>> validate(config)
+  >>> warnings = validate(config)
+  >>> from dynamics.train.build import build
   >>> summary = train(build(config), "/tmp/digits-run")  # doctest: +SKIP
   >>> summary["status"]  # doctest: +SKIP
   'completed'
@@ -34,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 import sys
@@ -44,154 +42,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
-import optax
 
-from dynamics.data import Dataset, load_dataset
-from dynamics.losses import LOSSES, accuracy
-from dynamics.models import Model, build_model
-from dynamics.optim import CONSTRAINTS, FILTERS, OPTIMIZERS
+from dynamics.losses import accuracy
 from dynamics.registry import ConfigError
 from dynamics.train import checkpoint, sharding, step
 from dynamics.train import resume as resume_rules
+from dynamics.train.build import Run, cast_params, float_dtype
 from dynamics.train.chrono import Chrono
-from dynamics.train.config import evaluation_every, section_kwargs
 from dynamics.train.interrupts import Interrupts
 from dynamics.train.outputs import RunOutputs
-from dynamics.train.probes import PROBES, Probe, ProbeContext
+from dynamics.train.probes import ProbeContext
 from dynamics.train.resume import Resume
-from dynamics.train.schedules import SCHEDULES
 from dynamics.train.state import TrainState
-
-
-@dataclasses.dataclass
-class Run:
-    """Everything a run is made of, built from its config before anything compiles."""
-
-    config: ml_collections.ConfigDict
-    dataset: Dataset
-    model: Model
-    per_example_loss: Callable
-    learning_rate: optax.Schedule
-    tx: optax.GradientTransformationExtraArgs
-    probes: dict[str, Probe]
-
-
-def _float_dtype(config) -> Any:
-    return np.float64 if config.precision == "float64" else np.float32
-
-
-def _cast_split(split: dict | None, dtype) -> dict | None:
-    """Floating arrays of a dataset split to the run's precision; tokens and labels unchanged."""
-    if split is None:
-        return None
-    return {
-        k: v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v for k, v in split.items()
-    }
-
-
-def _cast_params(params, dtype):
-    return jax.tree.map(
-        lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params
-    )
-
-
-def build_optimizer(config, learning_rate) -> optax.GradientTransformationExtraArgs:
-    """``with_extra_args_support(chain(filter, optimizer, constraint))`` of ``config.optimizer``."""
-    opt = config.optimizer
-    parts = []
-    if opt.filter.name is not None:
-        parts.append(
-            FILTERS.build(
-                opt.filter.name, section_kwargs(config, "optimizer.filter"), "optimizer.filter"
-            )
-        )
-    kwargs = {"learning_rate": learning_rate, **section_kwargs(config, "optimizer")}
-    parts.append(OPTIMIZERS.build(opt.name, kwargs, "optimizer"))
-    if opt.constraint.name is not None:
-        parts.append(
-            CONSTRAINTS.build(
-                opt.constraint.name,
-                section_kwargs(config, "optimizer.constraint"),
-                "optimizer.constraint",
-            )
-        )
-    return optax.with_extra_args_support(optax.chain(*parts))
-
-
-def build(config: ml_collections.ConfigDict) -> Run:
-    """Builds the pieces of a validated config; raises ConfigError for what only they can tell."""
-    with jax.enable_x64(config.precision == "float64"):
-        dataset = load_dataset(
-            {"name": config.data.name, **section_kwargs(config, "data")}, config.seed
-        )
-        dtype = _float_dtype(config)
-        dataset = dataset._replace(
-            train=_cast_split(dataset.train, dtype), test=_cast_split(dataset.test, dtype)
-        )
-        num_train = len(dataset.train["y"])
-        batch_size = config.data.batch_size
-        if batch_size and batch_size > num_train:
-            raise ConfigError(
-                f"data.batch_size = {batch_size} is larger than the {num_train} training examples"
-            )
-        if not batch_size and num_train % config.mesh.data:
-            raise ConfigError(
-                f"full-batch training on {num_train} examples is not divisible by mesh.data = "
-                f"{config.mesh.data}; set data.batch_size to a multiple of mesh.data"
-            )
-        model = build_model(
-            {"name": config.model.name, **section_kwargs(config, "model")}, dataset.spec
-        )
-        per_example_loss = LOSSES.build(config.loss.name, section_kwargs(config, "loss"), "loss")
-        schedule_kwargs = {
-            "learning_rate": config.optimizer.learning_rate,
-            "num_steps": config.num_steps,
-            **section_kwargs(config, "optimizer.schedule"),
-        }
-        learning_rate = SCHEDULES.build(
-            config.optimizer.schedule.name, schedule_kwargs, "optimizer.schedule"
-        )
-        tx = build_optimizer(config, learning_rate)
-        probes = {
-            name: PROBES.build(name, section_kwargs(config, f"probes.{name}"), f"probes.{name}")
-            for name in config.probes
-            if name != "evaluation"
-        }
-        # Every 0: only at step 0 and at the end (the last step always evaluates).
-        evaluation = (
-            section_kwargs(config, "probes.evaluation") if "evaluation" in config.probes else {}
-        )
-        evaluation["every"] = evaluation_every(config) or config.num_steps
-        probes["evaluation"] = PROBES.build("evaluation", evaluation, "probes.evaluation")
-        for probe in probes.values():
-            probe.check(config)
-        _check_shapes(config, dataset, model, per_example_loss)
-    return Run(config, dataset, model, per_example_loss, learning_rate, tx, probes)
-
-
-def _check_shapes(config, dataset, model, per_example_loss) -> None:
-    """Traces init, forward and loss on one example (no compilation) to catch shape mismatches."""
-    x = dataset.train["x"][:1]
-    y = dataset.train["y"][:1]
-
-    def loss_of_init(key):
-        params = model.init(key, x)
-        return per_example_loss(model.apply(params, x), y)
-
-    try:
-        out = jax.eval_shape(loss_of_init, jax.random.key(0))
-    except (TypeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(
-            f"model {config.model.name!r} and loss {config.loss.name!r} do not fit dataset "
-            f"{config.data.name!r}: {first}"
-        ) from e
-    if out.shape != (1,):
-        raise ConfigError(
-            f"loss {config.loss.name!r} returned shape {out.shape} for one example, expected (1,)"
-        )
 
 
 def _chrono(config, start_time, step, is_main) -> Chrono:
@@ -289,11 +151,11 @@ def _place_split(mesh, split: dict | None) -> dict | None:
 
 def _init_state(run, mesh, init_key) -> tuple[TrainState, TrainState]:
     """The step-0 state and its shardings (parameters by the ``model`` rules)."""
-    dtype = _float_dtype(run.config)
+    dtype = float_dtype(run.config)
     x1 = run.dataset.train["x"][:1]
 
     def init_params(key):
-        return _cast_params(run.model.init(key, x1), dtype)
+        return cast_params(run.model.init(key, x1), dtype)
 
     param_shardings = sharding.param_sharding(mesh, jax.eval_shape(init_params, init_key))
     params = jax.jit(init_params, out_shardings=param_shardings)(init_key)

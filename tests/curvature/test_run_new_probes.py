@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import classification
-from dynamics.train.loop import build, train
+from dynamics.train.build import build
+from dynamics.train.loop import train
 from dynamics.train.metrics import read_records
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -3,7 +3,8 @@
 import pytest
 
 from configs import classification
-from dynamics.train.loop import build, train
+from dynamics.train.build import build
+from dynamics.train.loop import train
 from dynamics.train.metrics import read_records
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from configs import stochastic_eos
 from dynamics.sweep.launch import check_runs, load_sweep
+from dynamics.train.build import build
 from dynamics.train.config import validate
-from dynamics.train.loop import build, train
+from dynamics.train.loop import train
 from scripts.stochastic_eos import late_median, summarize
 
 

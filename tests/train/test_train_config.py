@@ -8,8 +8,8 @@ import pytest
 from configs import classification
 from dynamics.data import load_dataset
 from dynamics.registry import ConfigError
+from dynamics.train.build import build
 from dynamics.train.config import base_config, parse_value, section_kwargs, set_field, validate
-from dynamics.train.loop import build
 
 
 def _config(**changes):

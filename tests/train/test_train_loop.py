@@ -7,8 +7,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import classification
+from dynamics.train.build import build
 from dynamics.train.checkpoint import Checkpoints
-from dynamics.train.loop import build, train
+from dynamics.train.loop import train
 from dynamics.train.metrics import read_records
 from dynamics.train.probes import Probe
 
