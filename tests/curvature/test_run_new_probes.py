@@ -93,3 +93,31 @@ def test_bad_blocks_option_exits_with_code_2_and_writes_nothing(tmp_path):
     assert out.returncode == 2
     assert "probe blocks must be 'layers'" in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_block_metrics_on_eight_devices_equal_one_device(tmp_path):
+    """The per-block sharpness, trace and density of a run with the batch on 8 devices."""
+    records = {}
+    for devices in (1, 8):
+        config = _config()
+        config.num_steps = 1
+        config.mesh.data = devices
+        config.probes = {
+            "sharpness": {"every": 1, "k": 1, "num_examples": 256, "blocks": "layers"},
+            "hessian_trace": {"every": 1, "num_probes": 6, "num_examples": 256, "blocks": "layers"},
+            "spectral_density": {
+                "every": 1, "num_probes": 2, "num_iters": 8, "num_points": 16,
+                "num_examples": 256, "blocks": ["Dense_1/*"],
+            },
+        }  # fmt: skip
+        train(build(config), tmp_path / str(devices))
+        records[devices] = next(r for r in read_records(tmp_path / str(devices) / "metrics.jsonl"))
+    one, eight = records[1], records[8]
+    names = [k for k in one if "/" in k and k.split("/")[0] in ("sharpness", "hessian_trace")]
+    assert {"sharpness/Dense_0", "sharpness/Dense_1", "hessian_trace/Dense_1"} <= set(names)
+    for name in names:
+        assert eight[name] == pytest.approx(one[name], rel=1e-4), name
+    np.testing.assert_allclose(
+        eight["spectral_density/Dense_1"], one["spectral_density/Dense_1"], rtol=1e-3, atol=1e-6
+    )
