@@ -143,7 +143,7 @@ def resume_command(argv: list[str], workdir: pathlib.Path) -> str:
     return shlex.join([sys.executable, "-m", "experiments.run", *args, f"--workdir={workdir}"])
 
 
-def main(argv: list[str]) -> int:
+def _main(argv: list[str]) -> int:
     del argv
     # Orbax logs every checkpoint step at INFO; the run's own output is the progress bar.
     logging.set_verbosity(logging.WARNING)
@@ -223,6 +223,16 @@ def main(argv: list[str]) -> int:
     )
     print(f"{summary['status']} at step {summary['step']}: {shown} -> {workdir}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (while the config is built, or a second Ctrl-C): the
+        # loop's own handling (checkpoint, then exit 130) covers only the steps.
+        print("interrupted: stopped before a checkpoint could be written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

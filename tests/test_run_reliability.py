@@ -189,3 +189,15 @@ def test_sigterm_and_sigint_checkpoint_then_resume_writes_the_uninterrupted_metr
     summary = _strict((workdir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumed_from"] == step
     assert read_records(workdir / "metrics.jsonl") == full
+
+
+def test_ctrl_c_outside_the_loop_is_one_line_and_exit_130(monkeypatch, capsys):
+    """Ctrl-C while the config is built (before the loop's own handler is installed)."""
+    from experiments import run
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "_main", interrupted)
+    assert run.main([]) == 130
+    assert capsys.readouterr().err == "interrupted: stopped before a checkpoint could be written\n"
