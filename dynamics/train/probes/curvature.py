@@ -1,6 +1,9 @@
 """Curvature probes: sharpness, preconditioned sharpness, spectral density, trace, subspace overlap
 and the stability of the optimizer step, computed with :mod:`dynamics.curvature`.
 
+(About 400 lines: the six full-batch probes share one base and its options, and each is short;
+the minibatch probes live in :mod:`dynamics.train.probes.minibatch`.)
+
 Every probe builds its jitted functions in ``setup(ctx)`` and works on the first
 ``num_examples`` training examples (None: all of them), accumulating Hessian-vector products over
 microbatches of ``microbatch_size`` (None: one batch), at matmul ``precision`` (``"highest"``:
