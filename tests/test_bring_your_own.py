@@ -37,7 +37,7 @@ def get_config():
     c = base_config()
     c.num_steps = 30
     c.log_every = 10
-    c.eval_every = 0
+    c.probes.evaluation.every = 0
     c.checkpoint_every = 0
     c.plots = False
     c.model = ml_collections.ConfigDict({"name": "mynets.nets:TwoLayer", "hidden": 16})

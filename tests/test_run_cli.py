@@ -77,10 +77,15 @@ def test_config_errors_exit_2_with_one_line_and_write_nothing(tmp_path, override
 
 def test_probes_are_added_from_the_command_line(tmp_path):
     """A probe the config file does not define is turned on by naming it, and a constructor
-    argument it does not list is set by naming it; eval_every = 0 evaluates at step 0 and at the
+    argument it does not list is set by naming it; probes.evaluation.every = 0 evaluates at step 0 and at the
     end only."""
     probe = "--config.probes.sharpness"
-    args = [f"{probe}.every=5", f"{probe}.k=1", f"{probe}.num_iters=8", "--config.eval_every=0"]
+    args = [
+        f"{probe}.every=5",
+        f"{probe}.k=1",
+        f"{probe}.num_iters=8",
+        "--config.probes.evaluation.every=0",
+    ]
     args += ["--config.optimizer.name=adam", "--config.optimizer.eps_root=1e-16"]
     result = _run(*args, "--config.num_steps=10", "--config.plots=False", f"--workdir={tmp_path}")
     assert result.returncode == 0, result.stderr
@@ -111,7 +116,11 @@ def test_existing_workdir_is_refused_untouched_unless_overwritten(tmp_path):
 
 
 def test_sigkill_then_resume_writes_the_uninterrupted_metrics(tmp_path):
-    args = ["--config.num_steps=400", "--config.eval_every=50", "--config.checkpoint_every=25"]
+    args = [
+        "--config.num_steps=400",
+        "--config.probes.evaluation.every=50",
+        "--config.checkpoint_every=25",
+    ]
     args.append("--config.plots=False")
     full = _run(*args, f"--workdir={tmp_path / 'full'}")
     assert full.returncode == 0, full.stderr

@@ -18,7 +18,11 @@ from test_run_cli import REPO, _cmd, _env, _run
 from dynamics.train.checkpoint import complete_steps
 from dynamics.train.metrics import read_records
 
-ARGS = ["--config.eval_every=50", "--config.checkpoint_every=40", "--config.plots=False"]
+ARGS = [
+    "--config.probes.evaluation.every=50",
+    "--config.checkpoint_every=40",
+    "--config.plots=False",
+]
 FULL = "--config.num_steps=400"
 SHORT = "--config.num_steps=100"  # checkpoints at 80 and 100; its records are FULL's up to 100
 

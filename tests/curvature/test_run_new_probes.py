@@ -23,7 +23,7 @@ def _config():
     config.model.widths = (16,)
     config.data.batch_size = 32
     config.num_steps = 20
-    config.eval_every = 0
+    config.probes.evaluation.every = 0
     config.checkpoint_every = 10
     config.plots = False
     config.probes.batch_sharpness = {"every": 10, "num_batches": 16}
@@ -74,7 +74,7 @@ def test_batch_sharpness_probe_from_the_command_line(tmp_path):
         "--config.model.widths=(8,)",
         "--config.data.batch_size=32",
         "--config.num_steps=10",
-        "--config.eval_every=0",
+        "--config.probes.evaluation.every=0",
         "--config.plots=False",
         "--config.probes.batch_sharpness.every=5",
         "--config.probes.batch_sharpness.num_batches=8",

@@ -12,7 +12,7 @@ def test_run_with_sharpness_probe_writes_sharpness(tmp_path):
     config = classification.get_config("digits_mlp")
     config.model.widths = (16,)
     config.num_steps = 20
-    config.eval_every = 0
+    config.probes.evaluation.every = 0
     config.checkpoint_every = 0
     config.plots = False
     config.probes.sharpness = {"every": 10, "k": 2, "num_examples": 256, "microbatch_size": 128}

@@ -39,7 +39,7 @@ def _run(tmp_path, preset):
     config = stochastic_eos.get_config(preset)
     config.plots = False
     config.progress = False
-    config.eval_every = 0
+    config.probes.evaluation.every = 0
     config.log_every = 250
     del config.probes["trace_condition"]
     config.probes.sharpness.every = 250

@@ -33,7 +33,12 @@ def _config(**changes):
     [
         {},
         {"num_steps": 1000},
-        {"log_every": 1, "eval_every": 7, "checkpoint_every": 3, "keep_checkpoints": 5},
+        {
+            "log_every": 1,
+            "probes.evaluation.every": 7,
+            "checkpoint_every": 3,
+            "keep_checkpoints": 5,
+        },
         {"probes.sharpness.every": 10, "stop.train_accuracy": 0.9, "plots": False},
         {"analysis.name": "edge_of_stability", "progress": False},
     ],

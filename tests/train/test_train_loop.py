@@ -31,7 +31,7 @@ def _config(**changes):
     config.model.widths = (16,)
     config.num_steps = 40
     config.log_every = 5
-    config.eval_every = 10
+    config.probes.evaluation.every = 10
     config.checkpoint_every = 20
     config.data.batch_size = 64
     config.probes.weight_norms = {"every": 7}
