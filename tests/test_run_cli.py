@@ -77,8 +77,8 @@ def test_config_errors_exit_2_with_one_line_and_write_nothing(tmp_path, override
 
 def test_probes_are_added_from_the_command_line(tmp_path):
     """A probe the config file does not define is turned on by naming it, and a constructor
-    argument it does not list is set by naming it; probes.evaluation.every = 0 evaluates at step 0 and at the
-    end only."""
+    argument it does not list is set by naming it; probes.evaluation.every = 0 evaluates at step 0
+    and at the end only."""
     probe = "--config.probes.sharpness"
     args = [
         f"{probe}.every=5",
