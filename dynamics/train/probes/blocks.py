@@ -105,10 +105,9 @@ def block_fn(blocks, ctx, kind: str, options: dict):
     )
 
 
-def run_blocks(probe, ctx, step: int, params) -> dict:
-    """The per-block metrics of ``probe`` at ``step`` from its ``_block_fn`` (empty without
-    ``probe.blocks``)."""
-    if probe._block_fn is None:
+def run_blocks(fn, params, data, key: jax.Array) -> dict:
+    """The per-block metrics from ``fn`` (a :func:`block_fn`; empty when it is None), on a stream
+    of ``key`` (the probe's key at the step) apart from the probe's own."""
+    if fn is None:
         return {}
-    key = jax.random.fold_in(probe.key(ctx, step), 1)
-    return to_host(probe._block_fn(params, probe.data(ctx), key))
+    return to_host(fn(params, data, jax.random.fold_in(key, 1)))

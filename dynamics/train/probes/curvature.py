@@ -105,6 +105,11 @@ class CurvatureProbe(Probe):
     def operator_args(self):
         return {"microbatch_size": self.microbatch_size, "precision": self.precision}
 
+    def sharpness_threshold(self, ctx: ProbeContext, step: int) -> float | None:
+        """The optimizer's linear-stability threshold at ``step`` (None where none is known)."""
+        lr = float(ctx.learning_rate(step))
+        return registry.sharpness_threshold(ctx.config.optimizer, lr)
+
 
 class _EigenProbe(CurvatureProbe):
     """A probe built on top-k eigenpairs, warm-started from its previous eigenvectors.
@@ -190,11 +195,10 @@ class Sharpness(_EigenProbe):
 
     def __call__(self, ctx, step, params, opt_state, probe_state):
         metrics, state = super().__call__(ctx, step, params, opt_state, probe_state)
-        lr = float(ctx.learning_rate(step))
-        threshold = registry.sharpness_threshold(ctx.config.optimizer, lr)
+        threshold = self.sharpness_threshold(ctx, step)
         if threshold is not None:
             metrics["sharpness_threshold"] = threshold
-        metrics.update(run_blocks(self, ctx, step, params))
+        metrics.update(run_blocks(self._block_fn, params, self.data(ctx), self.key(ctx, step)))
         return metrics, state
 
 
@@ -289,7 +293,7 @@ class SpectralDensity(CurvatureProbe):
             "spectral_density_nodes": d.nodes.tolist(),
             "spectral_density_weights": d.weights.tolist(),
         }
-        metrics.update(run_blocks(self, ctx, step, params))
+        metrics.update(run_blocks(self._block_fn, params, self.data(ctx), self.key(ctx, step)))
         return metrics, probe_state
 
 
@@ -337,7 +341,7 @@ class HessianTrace(CurvatureProbe):
     def __call__(self, ctx, step, params, opt_state, probe_state):
         est = self._fn(params, self.data(ctx), self.key(ctx, step))
         metrics = {"hessian_trace": float(est.estimate), "hessian_trace_stderr": float(est.stderr)}
-        metrics.update(run_blocks(self, ctx, step, params))
+        metrics.update(run_blocks(self._block_fn, params, self.data(ctx), self.key(ctx, step)))
         return metrics, probe_state
 
 

@@ -30,15 +30,9 @@ import jax.numpy as jnp
 
 from dynamics import curvature
 from dynamics.curvature.operators import num_examples
-from dynamics.optim import registry
 from dynamics.registry import ConfigError
 from dynamics.train.probes.base import PROBES, ProbeContext
 from dynamics.train.probes.curvature import CurvatureProbe
-
-
-def _threshold(ctx: ProbeContext, step: int) -> float | None:
-    """The optimizer's linear-stability threshold at ``step`` (None where none is known)."""
-    return registry.sharpness_threshold(ctx.config.optimizer, float(ctx.learning_rate(step)))
 
 
 def training_batch_size(config, num_train: int) -> int:
@@ -90,7 +84,7 @@ class BatchSharpnessProbe(CurvatureProbe):
             "batch_sharpness": float(est.estimate),
             "batch_sharpness_stderr": float(est.stderr),
         }
-        threshold = _threshold(ctx, step)
+        threshold = self.sharpness_threshold(ctx, step)
         if threshold is not None:
             metrics["batch_sharpness_threshold"] = threshold
         return metrics, probe_state
@@ -123,7 +117,7 @@ class UpdateSharpness(CurvatureProbe):
     def __call__(self, ctx: ProbeContext, step, params, opt_state, probe_state):
         value = self._fn(params, opt_state, ctx.train, self.data(ctx), self.key(ctx, step))
         metrics = {"update_sharpness": float(value)}
-        threshold = _threshold(ctx, step)
+        threshold = self.sharpness_threshold(ctx, step)
         if threshold is not None:
             metrics["update_sharpness_threshold"] = threshold
         return metrics, probe_state
