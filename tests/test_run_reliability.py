@@ -141,7 +141,9 @@ def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
     before = _snapshot(broken)
     result = _run(*ARGS, FULL, f"--workdir={broken}", "--resume")
     assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    (line,) = lines
     assert line.startswith("error: no readable checkpoint in") and "step 100" in line
     assert "step 80" in line
     assert _snapshot(broken) == before

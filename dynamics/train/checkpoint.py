@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import pathlib
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -52,6 +53,30 @@ def _first_line(error: BaseException, limit: int = 120) -> str:
     lines = str(error).strip().splitlines()
     text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _drop_abandoned_read_reports() -> None:
+    """From now on, drops the reports of orbax read coroutines abandoned by a failed restore.
+
+    When one array of a checkpoint fails to read, orbax raises and leaves its reads of the other
+    arrays unawaited; each of those raises again when it is finally garbage-collected (at a random
+    later moment, often at exit, from orbax's own event loop), which Python reports as an
+    ``Exception ignored in: <coroutine ...>`` traceback on stderr, after the run's one-line error.
+    The failure itself is already reported, so once a restore has failed those reports are
+    dropped for the rest of the process; every other unraisable exception still reaches the
+    previous hook. Installed at most once.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_abandoned_reads", False):
+        return
+
+    def hook(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is None or "orbax" not in code.co_filename:
+            previous(unraisable)
+
+    hook.drops_abandoned_reads = True
+    sys.unraisablehook = hook
 
 
 class Checkpoints:
@@ -99,6 +124,7 @@ class Checkpoints:
             try:
                 state, probes = self.restore(step, state_like, probes_like)
             except Exception as e:  # noqa: BLE001 -- tensorstore, orbax and OS errors alike
+                _drop_abandoned_read_reports()
                 unreadable.append((step, _first_line(e)))
                 continue
             if unreadable and move_aside:
